@@ -1,0 +1,1 @@
+"""The Ray Serve match graph (see the match-service issue)."""

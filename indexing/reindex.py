@@ -1,0 +1,398 @@
+"""The reindex job: catalog snapshot -> signals (Ray Data) -> trained, sharded FAISS index -> publish.
+
+Steps, each visible in the progress callback and timed in the manifest:
+1. snapshot the catalog (Parquet) and read it with Ray Data; take each entry's stored signal,
+   or compute it from the stored media in `map_batches` (an actor pool for model signals,
+   with a GPU each when the cluster has them);
+2. choose the index type and parameters from the count and dimension;
+3. train on a random sample (a Ray task; GPU when faiss sees one);
+4. add vectors in N shards in parallel (Ray tasks), each writing its files to object storage
+   and measuring itself on held-out queries against exact search;
+5. merge those measurements into recall@10 and the tuned nprobe, write the manifest and move
+   the `current` pointer. Any failure before that last append publishes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from mediamatch.platform.catalog import Catalog, snapshot_folder
+from mediamatch.platform.index import IndexParams, Shard, choose_params, merge_results, set_nprobe, train_index
+from mediamatch.platform.settings import IndexSettings, LimitSettings, Settings
+from mediamatch.platform.signals import SIGNAL_TYPES, SignalType, get_signal_type
+from mediamatch.platform.storage import ObjectStore, sha256_hex
+from mediamatch.platform.versions import IndexVersions, Manifest, ShardFile
+
+log = logging.getLogger(__name__)
+Progress = Callable[[float, str], None]
+RECALL_K = 10
+
+
+def reindex(
+    settings: Settings,
+    signal_types: list[str] | None = None,
+    shards: int | None = None,
+    progress: Progress | None = None,
+    store: ObjectStore | None = None,
+) -> dict[str, Manifest]:
+    """Rebuild and publish the index of each signal type (all when None) from the catalog."""
+    names = signal_types or list(SIGNAL_TYPES)
+    types = [get_signal_type(n) for n in names]
+    store = store or ObjectStore.from_settings(settings)
+    report = progress or (lambda fraction, message: None)
+    report(0.0, "snapshotting the catalog")
+    catalog = Catalog(store)
+    seq = catalog.snapshot()
+    enabled_banks = sorted(name for name, bank in catalog.banks.items() if bank.get("enabled", True))
+    published = {}
+    for i, signal_type in enumerate(types):
+        share = lambda f, msg, i=i: report((i + f) / len(types), f"{signal_type.name}: {msg}")  # noqa: E731
+        ds = catalog_signals(store, seq, signal_type, enabled_banks, settings.limits)
+        published[signal_type.name] = build_index(
+            store, signal_type, ds, shards or settings.index.shards, settings.index, catalog_seq=seq, progress=share
+        )
+    report(1.0, "published " + ", ".join(f"{n} {m.version}" for n, m in published.items()))
+    return published
+
+
+# -- step 1: signals ----------------------------------------------------------------------------
+def catalog_signals(
+    store: ObjectStore, seq: int, signal_type: SignalType, banks: list[str], limits: LimitSettings
+) -> ray.data.Dataset:
+    """(entry_id, value) of every enabled entry of an enabled bank that has or can get this signal."""
+    entries = ray.data.read_parquet(store.path(f"{snapshot_folder(seq)}/entries.parquet"), filesystem=store.fs)
+    args = dict(fn_constructor_args=(signal_type.name, store, banks, limits), batch_format="pyarrow")
+    if signal_type.needs_model:
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        return entries.map_batches(SignalExtractor, batch_size=256, compute=_actor_pool(), num_gpus=gpus, **args)
+    return entries.map_batches(SignalExtractor, batch_size=4096, compute=_actor_pool(), **args)
+
+
+def _actor_pool() -> ray.data.ActorPoolStrategy:
+    return ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(ray.cluster_resources().get("CPU", 1)) // 2))
+
+
+class SignalExtractor:
+    """Map a batch of catalog rows to (entry_id, value): the stored signal, else computed from media."""
+
+    def __init__(self, signal_type: str, store: ObjectStore, banks: list[str], limits: LimitSettings):
+        self.signal_type = get_signal_type(signal_type)
+        self.store, self.banks, self.limits = store, set(banks), limits
+        if self.signal_type.needs_model:
+            self.signal_type.compute_batch(["warm up"], limits)  # load the model once per actor
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        st = self.signal_type
+        ids, values, missing = [], [], []
+        for row in batch.select(["entry_id", "bank", "content_type", "signals", "enabled", "media"]).to_pylist():
+            if not row["enabled"] or row["bank"] not in self.banks:
+                continue
+            value = json.loads(row["signals"]).get(st.name)
+            if value is not None:
+                ids.append(row["entry_id"])
+                values.append(value)
+            elif row["media"] and row["content_type"] in st.content_types:
+                missing.append((row["entry_id"], row["media"]))
+        if missing:
+            computed = self._compute([self.store.get(f"media/{m[:2]}/{m}") for _, m in missing])
+            for (entry_id, _), signal in zip(missing, computed):
+                if signal is not None and signal.value is not None:
+                    ids.append(entry_id)
+                    values.append(signal.value)
+        return signal_table(st, ids, values)
+
+    def _compute(self, contents: list[bytes]) -> list[Any]:
+        try:
+            return self.signal_type.compute_batch(contents, self.limits)
+        except Exception:  # one bad item: fall back to one at a time and skip the bad ones
+            out = []
+            for content in contents:
+                try:
+                    out.append(self.signal_type.compute(content, self.limits))
+                except Exception as exc:
+                    log.warning("skipping media that %s cannot read: %s", self.signal_type.name, exc)
+                    out.append(None)
+            return out
+
+
+def signal_table(signal_type: SignalType, entry_ids: list[str], values: list[Any]) -> pa.Table:
+    """The job's signal schema: entry_id + value as fixed-size binary, fixed-size float list or string."""
+    if signal_type.index_kind == "exact":
+        column = pa.array(values, pa.string())
+    elif signal_type.index_kind == "binary":
+        column = pa.array([bytes.fromhex(v) for v in values], pa.binary(signal_type.dim // 8))
+    else:
+        flat = signal_type.encode(values).reshape(-1) if values else np.zeros(0, np.float32)
+        column = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), signal_type.dim)
+    return pa.table({"entry_id": pa.array(entry_ids, pa.string()), "value": column})
+
+
+def column_values(signal_type: SignalType, column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A value column as the index takes it: (n, bytes) uint8, (n, dim) float32, or strings."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if signal_type.index_kind == "exact":
+        return np.asarray(array.to_pylist(), dtype=object)
+    if signal_type.index_kind == "binary":
+        width = signal_type.dim // 8
+        if pa.types.is_fixed_size_binary(array.type):
+            data = np.frombuffer(array.buffers()[1], dtype=np.uint8)
+            return data[array.offset * width : (array.offset + len(array)) * width].reshape(-1, width)
+        return signal_type.encode([v.hex() for v in array.to_pylist()])
+    if isinstance(array, pa.ExtensionArray):  # Ray's tensor columns
+        array = array.storage
+    flat = array.flatten().to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(flat.reshape(-1, signal_type.dim), dtype=np.float32)
+
+
+# -- steps 2-5: the index -----------------------------------------------------------------------
+def build_index(
+    store: ObjectStore,
+    signal_type: SignalType,
+    ds: ray.data.Dataset,
+    shards: int,
+    settings: IndexSettings,
+    catalog_seq: int | None = None,
+    progress: Progress | None = None,
+) -> Manifest:
+    """Build, measure and publish an index of `ds` (columns entry_id, value)."""
+    report = progress or (lambda fraction, message: None)
+    versions = IndexVersions(store, signal_type.name)
+    build_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+    prefix = versions.build_prefix(build_id)
+    stages: dict[str, float] = {}
+    started = clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        stages[stage] = round(now - clock, 3)
+        clock = now
+
+    recorded = None
+    try:
+        report(0.02, "reading signals")
+        ds = ds.materialize()
+        count = ds.count()
+        params = choose_params(signal_type, count, settings)
+        lap("signals")
+        rng = np.random.default_rng(settings.seed)
+        queries, train = sample_for_build(signal_type, ds, count, params, settings, rng)
+        queries = perturb_queries(signal_type, queries, rng)
+        report(0.3, f"training {params.type} on {len(train)} of {count} vectors" if params.needs_training else "indexing")
+        use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+        trained = (
+            _train_task.options(num_gpus=1 if use_gpu else 0).remote(params, train) if params.needs_training else None
+        )
+        if trained is not None:
+            ray.wait([trained], fetch_local=False)
+        lap("train")
+        parts = ds.split(min(shards, count)) if count else []
+        threads = max(1, (os.cpu_count() or 1) // max(1, len(parts)))
+        pending = [
+            _shard_task.options(num_gpus=1 if use_gpu and params.type == "ivfpq" else 0).remote(
+                store, prefix, number, signal_type.name, params, trained, part.to_arrow_refs(), queries, settings, threads
+            )
+            for number, part in enumerate(parts)
+        ]
+        results = _gather(pending, lambda done: report(0.35 + 0.55 * done / max(1, len(pending)), f"shards {done}/{len(pending)} added"))
+        lap("shards")
+        recall, nprobe, method = measure_recall(params, results, settings.target_recall)
+        manifest = Manifest(
+            signal_type=signal_type.name,
+            build_id=build_id,
+            params=params.model_copy(update={"nprobe": nprobe}),
+            count=count,
+            shards=[r["file"] for r in results] or [empty_shard_file(store, prefix, signal_type, params)],
+            build_seconds=round(time.perf_counter() - started, 3),
+            stage_seconds=stages,
+            catalog_seq=catalog_seq,
+            recall_at_10=recall,
+            recall_method=method,
+            gpu=use_gpu,
+        )
+        report(0.95, "publishing")
+        recorded = versions.record(manifest)
+        published = versions.point(recorded.version, "publish")
+        lap("publish")
+        return published.model_copy(update={"stage_seconds": stages})
+    except BaseException:
+        if recorded is None:  # nothing names these files: remove them (best effort)
+            try:
+                store.delete_prefix(prefix)
+            except Exception as exc:
+                log.warning("could not remove the failed build's files under %s: %s", prefix, exc)
+        raise
+
+
+def _gather(refs: list, on_done: Callable[[int], None]) -> list[dict]:
+    """Wait for every task (in submission order), reporting as each finishes."""
+    waiting, done = list(refs), 0
+    while waiting:
+        ready, waiting = ray.wait(waiting, num_returns=1)
+        ray.get(ready)  # raises the task's error at once
+        done += 1
+        on_done(done)
+    return ray.get(refs)
+
+
+def sample_for_build(
+    signal_type: SignalType, ds, count: int, params: IndexParams, settings: IndexSettings, rng
+) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out queries and a disjoint training sample, drawn at random from the data."""
+    n_queries = min(settings.recall_queries, count) if params.type in ("ivfpq", "binary_multihash") else 0
+    need = n_queries + (params.train_size or 0)
+    if need == 0:
+        return np.zeros((0,)), np.zeros((0,))
+    fraction = min(1.0, 1.2 * need / count)
+    sample = ds.random_sample(fraction, seed=settings.seed) if fraction < 1 else ds
+    rows = column_values(signal_type, pa.concat_tables(ray.get(sample.to_arrow_refs())).column("value"))
+    rows = rows[rng.permutation(len(rows))]
+    return rows[:n_queries], rows[n_queries:need]
+
+
+def perturb_queries(signal_type: SignalType, queries: np.ndarray, rng) -> np.ndarray:
+    """Near-duplicate queries, as the service sees them: noisy vectors, or hashes with flipped bits."""
+    if len(queries) == 0:
+        return queries
+    if signal_type.index_kind == "binary":
+        bits = np.unpackbits(queries, axis=1)
+        for row in bits:
+            flips = rng.choice(signal_type.dim, size=rng.integers(0, int(signal_type.default_threshold) + 1), replace=False)
+            row[flips] ^= 1
+        return np.packbits(bits, axis=1)
+    noise = rng.standard_normal(queries.shape).astype(np.float32) * (0.3 / np.sqrt(queries.shape[1]))
+    return signal_type.encode(queries + noise)
+
+
+@ray.remote(num_cpus=1)
+def _train_task(params: IndexParams, sample: np.ndarray) -> bytes:
+    _set_faiss_threads(os.cpu_count() or 1)
+    return train_index(params, sample)
+
+
+@ray.remote(num_cpus=1)
+def _shard_task(
+    store: ObjectStore,
+    prefix: str,
+    number: int,
+    signal_type_name: str,
+    params: IndexParams,
+    trained: bytes | None,
+    blocks: list,
+    queries: np.ndarray,
+    settings: IndexSettings,
+    threads: int,
+) -> dict:
+    """Build one shard from its blocks, write it, and measure it against exact search."""
+    _set_faiss_threads(threads)
+    signal_type = get_signal_type(signal_type_name)
+    table = pa.concat_tables(ray.get(blocks)) if blocks else signal_table(signal_type, [], [])
+    entry_ids = table.column("entry_id").to_pylist()
+    values = column_values(signal_type, table.column("value"))
+    shard = Shard.build(params, entry_ids, values, trained)
+    file = write_shard(store, prefix, number, shard, table)
+    return {"file": file, **evaluate_shard(signal_type, shard, values, queries, settings.target_recall)}
+
+
+def _set_faiss_threads(n: int) -> None:
+    import faiss
+
+    faiss.omp_set_num_threads(max(1, n))
+
+
+def write_shard(store: ObjectStore, prefix: str, number: int, shard: Shard, table: pa.Table) -> ShardFile:
+    from mediamatch.platform.index import serialize
+
+    ids_key = f"{prefix}/shard-{number:04d}.ids.parquet"
+    columns = table if shard.params.type == "exact" else table.select(["entry_id"])
+    blobs = {ids_key: _parquet_bytes(columns)}
+    index_key = None
+    if shard.index is not None:
+        index_key = f"{prefix}/shard-{number:04d}.faiss"
+        blobs[index_key] = serialize(shard.index)
+    for key, blob in blobs.items():
+        store.put(key, blob)
+    return ShardFile(
+        ids=ids_key,
+        index=index_key,
+        count=len(shard),
+        sha256={k: sha256_hex(b) for k, b in blobs.items()},
+        bytes=sum(len(b) for b in blobs.values()),
+    )
+
+
+def empty_shard_file(store: ObjectStore, prefix: str, signal_type: SignalType, params: IndexParams) -> ShardFile:
+    """An index of nothing is still an index: it lets the service start before anything is banked."""
+    table = signal_table(signal_type, [], [])
+    return write_shard(store, prefix, 0, Shard.build(params, [], column_values(signal_type, table.column("value")), None), table)
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+# -- measuring recall ---------------------------------------------------------------------------
+def evaluate_shard(signal_type: SignalType, shard: Shard, values: np.ndarray, queries: np.ndarray, target: float) -> dict:
+    """This shard's hits for the held-out queries, approximate and exact.
+
+    IVF-PQ: at nprobe 1, 2, 4, ... until this shard alone reaches the target recall (the merged
+    recall is then measured by the driver). Multi-hash: at its one setting.
+    """
+    params = shard.params
+    if params.type not in ("ivfpq", "binary_multihash") or len(queries) == 0 or len(shard) == 0:
+        return {"approx": {}, "exact": []}
+    if params.type == "binary_multihash":
+        radius, k = signal_type.default_threshold, 1000
+        exact = Shard.build(params.model_copy(update={"type": "binary_flat"}), shard.entry_ids, values, None)
+        return {"approx": {0: shard.search(queries, k, radius)}, "exact": exact.search(queries, k, radius)}
+    exact = Shard.build(params.model_copy(update={"type": "flat"}), shard.entry_ids, values, None).search(queries, RECALL_K, 2.0)
+    approx = {}
+    nprobe = 1
+    while nprobe <= params.nlist:
+        set_nprobe(shard.index, nprobe)
+        approx[nprobe] = shard.search(queries, RECALL_K, 2.0)
+        if recall_at_k(approx[nprobe], exact) >= target or nprobe == params.nlist:
+            break
+        nprobe = min(params.nlist, nprobe * 2)
+    return {"approx": approx, "exact": exact}
+
+
+def recall_at_k(approx: list[list[tuple[str, float]]], exact: list[list[tuple[str, float]]]) -> float:
+    scores = [
+        len({e for e, _ in a} & {e for e, _ in x}) / len(x) for a, x in zip(approx, exact) if x
+    ]
+    return float(np.mean(scores)) if scores else 1.0
+
+
+def measure_recall(params: IndexParams, results: list[dict], target: float) -> tuple[float, int | None, str]:
+    """Merged recall over all shards, and the nprobe that reaches the target."""
+    if params.type in ("exact", "flat", "binary_flat"):
+        return 1.0, params.nprobe, "exact index"
+    if not results or not any(r["approx"] for r in results):
+        return 1.0, params.nprobe, "empty index"
+    k = RECALL_K if params.type == "ivfpq" else 1000
+    exact = merge_results([r["exact"] for r in results], k)
+    nprobe = max(max(r["approx"]) for r in results if r["approx"])
+    # a shard that reached the target at a smaller nprobe contributes its results at that nprobe:
+    # the merged figure is then a lower bound of the recall at the chosen nprobe
+    approx = merge_results([r["approx"][max(p for p in r["approx"] if p <= nprobe)] for r in results if r["approx"]], k)
+    queries = len(exact)
+    method = (
+        f"top-{RECALL_K} vs exact search, {queries} held-out noisy queries"
+        if params.type == "ivfpq"
+        else f"all within distance {params.exact_radius} vs exact search, {queries} held-out queries"
+    )
+    return round(recall_at_k(approx, exact), 4), (nprobe if params.type == "ivfpq" else None), method

@@ -1,0 +1,303 @@
+"""The bank catalog: banks and their entries, kept as a commit log in object storage.
+
+Every change (create a bank, add a batch of entries, disable, delete) is one record of the
+log at `catalog/log/`, committed with create-if-absent: it lands whole or not at all, and two
+writers racing for the same number cannot both win; the loser re-reads the log, re-checks its
+change against the new state and commits at the next number. State is the fold of the log,
+from the newest snapshot (`catalog/snapshots/<seq>/`, Parquet) on. Deletes are tombstones in
+the log. Media bytes are stored content-addressed at `media/<sha256>` so a reindex can
+recompute signals. A reader that knows the sequence number it has seen (a shard searcher,
+the reindex job's manifest) can follow every change after it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field, field_validator
+
+from .commitlog import CommitLog
+from .errors import Conflict, InvalidInput, NotFound
+from .media import CONTENT_TYPES
+from .storage import ObjectStore, sha256_hex
+
+LOG_PREFIX = "catalog/log"
+SNAPSHOT_PREFIX = "catalog/snapshots"
+BANK_NAME = re.compile(r"^[a-z0-9_-]{1,64}$")
+ENTRY_COLUMNS = ("entry_id", "bank", "content_type", "signals", "metadata", "enabled", "created_at", "media")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def new_entry_id() -> str:
+    """Time-ordered, unique without coordination: 'e_' + ms timestamp + 48 random bits."""
+    return f"e_{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+
+
+class Bank(BaseModel):
+    name: str
+    description: str = ""
+    labels: list[str] = Field(default_factory=list)
+    enabled: bool = True
+    created_at: str = Field(default_factory=now_iso)
+    entry_count: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:
+        if not BANK_NAME.match(name):
+            raise ValueError("bank names are 1-64 characters of a-z, 0-9, '_' and '-'")
+        return name
+
+
+class Entry(BaseModel):
+    entry_id: str = Field(default_factory=new_entry_id)
+    bank: str
+    content_type: str
+    signals: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    enabled: bool = True
+    created_at: str = Field(default_factory=now_iso)
+    media: str | None = None  # sha256 of the stored media bytes
+
+    @field_validator("content_type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in CONTENT_TYPES:
+            raise ValueError(f"content_type must be one of {', '.join(CONTENT_TYPES)}")
+        return value
+
+
+class Catalog:
+    """A process's view of the catalog. Thread-safe; many processes may write at once."""
+
+    def __init__(self, store: ObjectStore):
+        self.store = store
+        self.log = CommitLog(store, LOG_PREFIX)
+        self.seq = 0
+        self.banks: dict[str, dict[str, Any]] = {}
+        self.entries: dict[str, dict[str, dict[str, Any]]] = {}  # bank -> entry_id -> entry
+        self._loaded = False
+        self._lock = threading.RLock()
+
+    # -- reading the log -------------------------------------------------------------------
+    def refresh(self) -> int:
+        """Catch up with every commit since the last refresh; returns the sequence number seen."""
+        with self._lock:
+            if not self._loaded:
+                self._load_snapshot()
+                self._loaded = True
+            for seq, record in self.log.read_after(self.seq):
+                self._apply(record)
+                self.seq = seq
+            return self.seq
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        op = record["op"]
+        if op == "create_bank":
+            self.banks[record["bank"]["name"]] = record["bank"]
+            self.entries[record["bank"]["name"]] = {}
+        elif op == "update_bank":
+            self.banks[record["name"]].update(record["changes"])
+        elif op == "delete_bank":
+            self.banks.pop(record["name"], None)
+            self.entries.pop(record["name"], None)
+        elif op == "add_entries":
+            bank = self.entries[record["bank"]]
+            for entry in record["entries"]:
+                bank[entry["entry_id"]] = entry
+        elif op == "update_entry":
+            self.entries[record["bank"]][record["entry_id"]].update(record["changes"])
+        elif op == "delete_entry":
+            self.entries[record["bank"]].pop(record["entry_id"], None)
+        else:
+            raise ValueError(f"unknown catalog op {op!r} in the log")
+
+    def _commit(self, record: dict[str, Any], check) -> int:
+        """Check `record` against the newest state and commit it as the next log record."""
+        with self._lock:
+            while True:
+                self.refresh()
+                check()
+                if self.log.try_append(self.seq + 1, {**record, "at": now_iso()}):
+                    self.seq += 1
+                    self._apply(record)
+                    return self.seq
+
+    # -- banks -----------------------------------------------------------------------------
+    def create_bank(self, name: str, description: str = "", labels: Iterable[str] = ()) -> Bank:
+        try:
+            bank = Bank(name=name, description=description, labels=list(labels))
+        except ValueError as exc:
+            raise InvalidInput(f"invalid bank {name!r}: {_first_error(exc)}") from None
+
+        def check():
+            if name in self.banks:
+                raise Conflict(f"bank {name!r} already exists")
+
+        self._commit({"op": "create_bank", "bank": bank.model_dump(exclude={"entry_count"})}, check)
+        return self.get_bank(name)
+
+    def update_bank(self, name: str, **changes: Any) -> Bank:
+        changes = {k: v for k, v in changes.items() if v is not None}
+        unknown = set(changes) - {"description", "labels", "enabled"}
+        if unknown:
+            raise InvalidInput(f"cannot change {', '.join(sorted(unknown))} of a bank")
+        self._commit({"op": "update_bank", "name": name, "changes": changes}, lambda: self._bank(name))
+        return self.get_bank(name)
+
+    def delete_bank(self, name: str) -> None:
+        self._commit({"op": "delete_bank", "name": name}, lambda: self._bank(name))
+
+    def get_bank(self, name: str) -> Bank:
+        with self._lock:
+            self.refresh()
+            return Bank(**self._bank(name), entry_count=len(self.entries[name]))
+
+    def list_banks(self) -> list[Bank]:
+        with self._lock:
+            self.refresh()
+            return [Bank(**b, entry_count=len(self.entries[n])) for n, b in sorted(self.banks.items())]
+
+    def _bank(self, name: str) -> dict[str, Any]:
+        try:
+            return self.banks[name]
+        except KeyError:
+            raise NotFound(f"no bank named {name!r}") from None
+
+    # -- entries ---------------------------------------------------------------------------
+    def add_entries(self, bank: str, entries: Iterable[Entry]) -> list[Entry]:
+        """Add a batch of entries to a bank in one commit."""
+        batch = [e.model_copy(update={"bank": bank}) for e in entries]
+        if not batch:
+            return []
+        self._commit(
+            {"op": "add_entries", "bank": bank, "entries": [e.model_dump() for e in batch]}, lambda: self._bank(bank)
+        )
+        return batch
+
+    def update_entry(self, bank: str, entry_id: str, enabled: bool | None = None, metadata: dict | None = None) -> Entry:
+        changes = {k: v for k, v in (("enabled", enabled), ("metadata", metadata)) if v is not None}
+        self._commit(
+            {"op": "update_entry", "bank": bank, "entry_id": entry_id, "changes": changes},
+            lambda: self._entry(bank, entry_id),
+        )
+        return self.get_entry(bank, entry_id)
+
+    def delete_entry(self, bank: str, entry_id: str) -> None:
+        self._commit({"op": "delete_entry", "bank": bank, "entry_id": entry_id}, lambda: self._entry(bank, entry_id))
+
+    def get_entry(self, bank: str, entry_id: str) -> Entry:
+        with self._lock:
+            self.refresh()
+            return Entry(**self._entry(bank, entry_id))
+
+    def list_entries(self, bank: str, limit: int = 100, cursor: str | None = None) -> tuple[list[Entry], str | None]:
+        """A page of a bank's entries in id (time) order, and the cursor of the next page."""
+        with self._lock:
+            self.refresh()
+            self._bank(bank)
+            ids = sorted(i for i in self.entries[bank] if cursor is None or i > cursor)
+            page = [Entry(**self.entries[bank][i]) for i in ids[:limit]]
+            return page, (page[-1].entry_id if len(ids) > limit else None)
+
+    def _entry(self, bank: str, entry_id: str) -> dict[str, Any]:
+        self._bank(bank)
+        try:
+            return self.entries[bank][entry_id]
+        except KeyError:
+            raise NotFound(f"no entry {entry_id!r} in bank {bank!r}") from None
+
+    # -- media -----------------------------------------------------------------------------
+    def put_media(self, data: bytes) -> str:
+        """Store media bytes content-addressed; returns their sha256. Idempotent."""
+        digest = sha256_hex(data)
+        self.store.put_if_absent(media_key(digest), data)
+        return digest
+
+    def get_media(self, digest: str) -> bytes:
+        return self.store.get(media_key(digest))
+
+    # -- snapshots -------------------------------------------------------------------------
+    def snapshot(self) -> int:
+        """Write the current state as Parquet (entries) + JSON (banks); returns its sequence number.
+
+        The reindex job reads snapshots; loading starts from the newest one. `banks.json` is
+        written last, so a snapshot without it is incomplete and ignored.
+        """
+        with self._lock:
+            seq = self.refresh()
+            folder = f"{SNAPSHOT_PREFIX}/{seq:012d}"
+            if self.store.exists(f"{folder}/banks.json"):
+                return seq
+            rows = [e for bank in self.entries.values() for e in bank.values()]
+            self.store.put(f"{folder}/entries.parquet", _entries_to_parquet(rows))
+            self.store.put_json_if_absent(f"{folder}/banks.json", {"seq": seq, "banks": list(self.banks.values())})
+            return seq
+
+    def _load_snapshot(self) -> None:
+        complete = [k for k in self.store.list(SNAPSHOT_PREFIX) if k.endswith("/banks.json")]
+        if not complete:
+            return
+        folder = complete[-1].rsplit("/", 1)[0]
+        head = self.store.get_json(f"{folder}/banks.json")
+        self.banks = {b["name"]: b for b in head["banks"]}
+        self.entries = {name: {} for name in self.banks}
+        for entry in read_snapshot_entries(self.store, folder):
+            self.entries[entry["bank"]][entry["entry_id"]] = entry
+        self.seq = head["seq"]
+
+
+def media_key(digest: str) -> str:
+    return f"media/{digest[:2]}/{digest}"
+
+
+def snapshot_folder(seq: int) -> str:
+    return f"{SNAPSHOT_PREFIX}/{seq:012d}"
+
+
+def _entries_to_parquet(rows: list[dict[str, Any]]) -> bytes:
+    columns = {c: [r.get(c) for r in rows] for c in ENTRY_COLUMNS}
+    columns["signals"] = [json.dumps(s) for s in columns["signals"]]
+    columns["metadata"] = [json.dumps(m) for m in columns["metadata"]]
+    table = pa.table(columns, schema=ENTRY_SCHEMA)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def read_snapshot_entries(store: ObjectStore, folder: str) -> Iterable[dict[str, Any]]:
+    table = pq.read_table(store.path(f"{folder}/entries.parquet"), filesystem=store.fs)
+    for row in table.to_pylist():
+        row["signals"] = json.loads(row["signals"])
+        row["metadata"] = json.loads(row["metadata"])
+        yield row
+
+
+ENTRY_SCHEMA = pa.schema(
+    [
+        ("entry_id", pa.string()),
+        ("bank", pa.string()),
+        ("content_type", pa.string()),
+        ("signals", pa.string()),  # JSON: {signal_type: value}
+        ("metadata", pa.string()),  # JSON
+        ("enabled", pa.bool_()),
+        ("created_at", pa.string()),
+        ("media", pa.string()),
+    ]
+)
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    return errors()[0]["msg"] if callable(errors) else str(exc)

@@ -1,0 +1,213 @@
+"""FAISS indexes for signals: choosing parameters from the data, building shards, searching them.
+
+Three kinds, chosen from the signal type and the number of vectors:
+- float vectors (cosine): exact `IndexFlatIP` below `flat_max`, else IVF-PQ with an exact
+  re-rank of its candidates (`IndexRefineFlat`), nprobe tuned on held-out queries;
+- binary hashes (Hamming): exact `IndexBinaryFlat` below `flat_max`, else a multi-hash
+  index whose chunking makes every hash within the match radius a guaranteed candidate
+  (pigeonhole), so range search stays exact at that radius;
+- exact digests (MD5, normalised text): a hash table.
+The same code serves the reindex job (build) and the shard searchers (load and search).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+from pydantic import BaseModel
+
+from .settings import IndexSettings
+from .signals import SignalType
+
+IndexType = Literal["exact", "flat", "ivfpq", "binary_flat", "binary_multihash"]
+
+
+def faiss_module():
+    try:
+        import faiss
+    except ImportError as exc:  # neither extra installed
+        raise ImportError("faiss is missing: install mediamatch[cpu] (faiss-cpu) or mediamatch[gpu] (faiss-gpu)") from exc
+    return faiss
+
+
+class IndexParams(BaseModel):
+    type: IndexType
+    dim: int = 0
+    nlist: int | None = None
+    m: int | None = None
+    nbits: int | None = None
+    nprobe: int | None = None
+    refine_k_factor: float | None = None
+    train_size: int | None = None
+    nhash: int | None = None
+    nflip: int | None = None
+    exact_radius: int | None = None  # multi-hash: range search is exact up to this distance
+
+    @property
+    def needs_training(self) -> bool:
+        return self.type == "ivfpq"
+
+
+def choose_params(signal_type: SignalType, count: int, settings: IndexSettings) -> IndexParams:
+    """Index type and parameters from the signal's kind and dimension and the vector count."""
+    kind, dim = signal_type.index_kind, signal_type.dim
+    if kind == "exact":
+        return IndexParams(type="exact")
+    if kind == "binary":
+        if count < settings.flat_max:
+            return IndexParams(type="binary_flat", dim=dim)
+        # nhash chunks of dim/nhash bits; flipping up to nflip bits per chunk finds every hash
+        # within (nflip + 1) * nhash - 1 bits: a closer hash must match some chunk that closely.
+        nhash = 16
+        nflip = max(0, math.ceil((signal_type.default_threshold + 1) / nhash) - 1)
+        return IndexParams(type="binary_multihash", dim=dim, nhash=nhash, nflip=nflip, exact_radius=(nflip + 1) * nhash - 1)
+    if count < settings.flat_max:
+        return IndexParams(type="flat", dim=dim)
+    nlist = 2 ** round(math.log2(4 * math.sqrt(count)))
+    nlist = int(min(max(nlist, 16), 65536, max(16, count // 39)))
+    m = next(m for m in range(max(1, dim // 8), 0, -1) if dim % m == 0)
+    return IndexParams(
+        type="ivfpq",
+        dim=dim,
+        nlist=nlist,
+        m=m,
+        nbits=8,
+        nprobe=max(1, nlist // 64),  # replaced by the tuned value after the build
+        refine_k_factor=4.0,
+        train_size=min(count, settings.train_per_list * nlist),
+    )
+
+
+def empty_index(params: IndexParams):
+    faiss = faiss_module()
+    if params.type == "flat":
+        return faiss.IndexFlatIP(params.dim)
+    if params.type == "ivfpq":
+        quantizer = faiss.IndexFlatIP(params.dim)
+        ivf = faiss.IndexIVFPQ(quantizer, params.dim, params.nlist, params.m, params.nbits, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexRefineFlat(ivf)
+        index.k_factor = params.refine_k_factor
+        return index
+    if params.type == "binary_flat":
+        return faiss.IndexBinaryFlat(params.dim)
+    if params.type == "binary_multihash":
+        index = faiss.IndexBinaryMultiHash(params.dim, params.nhash, params.dim // params.nhash)
+        index.nflip = params.nflip
+        return index
+    raise ValueError(f"no faiss index for type {params.type}")
+
+
+def set_nprobe(index, nprobe: int) -> None:
+    faiss_module().ParameterSpace().set_index_parameter(index, "nprobe", int(nprobe))
+
+
+def train_index(params: IndexParams, sample: np.ndarray, use_gpu: bool | None = None) -> bytes:
+    """An empty, trained index (serialized), trained on the GPU when faiss sees one."""
+    faiss = faiss_module()
+    index = empty_index(params)
+    if params.needs_training:
+        if use_gpu is None:
+            use_gpu = faiss.get_num_gpus() > 0
+        ivf = faiss.extract_index_ivf(index)
+        gpu_flat = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(params.dim)) if use_gpu else None
+        if gpu_flat is not None:  # the coarse k-means, the costly part, runs on the GPU
+            ivf.clustering_index = gpu_flat
+        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        ivf.clustering_index = None
+    return serialize(index)
+
+
+def serialize(index) -> bytes:
+    faiss = faiss_module()
+    if isinstance(index, faiss.IndexBinary):
+        return faiss.serialize_index_binary(index).tobytes()
+    return faiss.serialize_index(index).tobytes()
+
+
+def deserialize(params: IndexParams, data: bytes):
+    faiss = faiss_module()
+    array = np.frombuffer(data, dtype=np.uint8)
+    if params.type.startswith("binary"):
+        return faiss.deserialize_index_binary(array)
+    index = faiss.deserialize_index(array)
+    if params.nprobe:
+        set_nprobe(index, params.nprobe)
+    return index
+
+
+def add_vectors(index, vectors: np.ndarray, use_gpu: bool | None = None):
+    """Add vectors (ids = row order); on the GPU when faiss sees one and the index allows it."""
+    faiss = faiss_module()
+    if use_gpu is None:
+        use_gpu = faiss.get_num_gpus() > 0 and not isinstance(index, faiss.IndexBinary)
+    if use_gpu and isinstance(index, faiss.IndexRefineFlat):
+        # IVF-PQ assignment and encoding on the GPU; the re-rank keeps exact vectors on the CPU
+        gpu_ivf = faiss.index_cpu_to_all_gpus(faiss.downcast_index(index.base_index))
+        gpu_ivf.add(vectors)
+        refined = faiss.IndexRefineFlat(faiss.index_gpu_to_cpu(gpu_ivf), faiss.swig_ptr(vectors))
+        refined.k_factor = index.k_factor
+        return refined
+    index.add(vectors)
+    return index
+
+
+@dataclass
+class Shard:
+    """One loaded shard: a faiss index (or a digest table) and the entry id of each row."""
+
+    params: IndexParams
+    entry_ids: np.ndarray  # object array of str, row i = faiss id i
+    index: object = None
+    table: dict[str, list[int]] | None = None  # exact kind: digest -> rows
+
+    def __len__(self) -> int:
+        return len(self.entry_ids)
+
+    @classmethod
+    def build(cls, params: IndexParams, entry_ids: Sequence[str], values: np.ndarray, trained: bytes | None) -> "Shard":
+        ids = np.asarray(entry_ids, dtype=object)
+        if params.type == "exact":
+            return cls(params, ids, table=digest_table(values))
+        index = deserialize(params, trained) if trained else empty_index(params)
+        if len(ids):
+            index = add_vectors(index, np.ascontiguousarray(values))
+        return cls(params, ids, index=index)
+
+    def search(self, queries: np.ndarray, k: int, radius: float) -> list[list[tuple[str, float]]]:
+        """Per query, up to k (entry_id, distance) pairs within `radius`, nearest first.
+
+        Distances are in the signal's unit: Hamming bits, cosine distance, or 0 for equal digests.
+        """
+        if len(self.entry_ids) == 0:
+            return [[] for _ in range(len(queries))]
+        if self.params.type == "exact":
+            return [[(self.entry_ids[r], 0.0) for r in self.table.get(q, [])[:k]] for q in queries]
+        if self.params.type.startswith("binary"):
+            lims, dist, rows = self.index.range_search(np.ascontiguousarray(queries), int(radius) + 1)
+            out = []
+            for i in range(len(queries)):
+                hits = sorted(zip(dist[lims[i] : lims[i + 1]].tolist(), rows[lims[i] : lims[i + 1]].tolist()))[:k]
+                out.append([(self.entry_ids[r], float(d)) for d, r in hits])
+            return out
+        sims, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(self.entry_ids)))
+        return [
+            [(self.entry_ids[r], float(1.0 - s)) for s, r in zip(srow, rrow) if r >= 0 and 1.0 - s <= radius]
+            for srow, rrow in zip(sims.tolist(), rows.tolist())
+        ]
+
+
+def digest_table(values: Sequence[str]) -> dict[str, list[int]]:
+    table: dict[str, list[int]] = {}
+    for row, value in enumerate(values):
+        table.setdefault(value, []).append(row)
+    return table
+
+
+def merge_results(per_shard: Sequence[list[list[tuple[str, float]]]], k: int) -> list[list[tuple[str, float]]]:
+    """Merge each query's hits from every shard into one nearest-first top k."""
+    if not per_shard:
+        return []
+    return [sorted((hit for shard in per_shard for hit in shard[q]), key=lambda h: h[1])[:k] for q in range(len(per_shard[0]))]

@@ -1,0 +1,34 @@
+"""The registry of signal types this deployment serves."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from ..errors import InvalidInput
+from ..settings import LimitSettings
+from .base import Signal, SignalType
+from .hashes import MD5, PDQ, TextExact, normalize_text
+from .text_embedding import TextEmbedding
+
+SIGNAL_TYPES: dict[str, SignalType] = {s.name: s for s in (PDQ(), MD5(), TextExact(), TextEmbedding())}
+
+__all__ = ["SIGNAL_TYPES", "Signal", "SignalType", "compute_signals", "get_signal_type", "normalize_text", "signal_types_for"]
+
+
+def get_signal_type(name: str) -> SignalType:
+    try:
+        return SIGNAL_TYPES[name]
+    except KeyError:
+        raise InvalidInput(f"unknown signal type {name!r}; known: {', '.join(SIGNAL_TYPES)}") from None
+
+
+def signal_types_for(content_type: str, include_models: bool = True) -> list[SignalType]:
+    return [s for s in SIGNAL_TYPES.values() if content_type in s.content_types and (include_models or not s.needs_model)]
+
+
+def compute_signals(
+    content: bytes | str, content_type: str, types: Iterable[SignalType] | None = None, limits: LimitSettings = LimitSettings()
+) -> dict[str, Signal]:
+    """Every applicable signal of one item (cheap and model ones unless `types` says otherwise)."""
+    chosen = list(types) if types is not None else signal_types_for(content_type)
+    return {s.name: s.compute(content, limits) for s in chosen}

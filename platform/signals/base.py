@@ -1,0 +1,134 @@
+"""The interface every signal type implements, and the three index kinds behind them."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Sequence
+
+import numpy as np
+
+from ..errors import InvalidInput
+from ..settings import LimitSettings
+
+IndexKind = Literal["binary", "float", "exact"]
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One computed signal: its value, a quality in [0, 100] where the type has one, and why
+    there is no value when `value` is None (e.g. a PDQ hash of too low quality)."""
+
+    value: Any
+    quality: float | None = None
+    reason: str | None = None
+
+
+class SignalType(ABC):
+    name: ClassVar[str]
+    content_types: ClassVar[frozenset[str]]
+    index_kind: ClassVar[IndexKind]
+    dim: ClassVar[int] = 0  # bits (binary) or floats (float)
+    default_threshold: ClassVar[float]
+    unit: ClassVar[str]
+    needs_model: ClassVar[bool] = False  # expensive: computed by batched model actors
+
+    @abstractmethod
+    def compute(self, content: bytes | str, limits: LimitSettings = LimitSettings()) -> Signal:
+        """The signal of one item (media bytes, or text)."""
+
+    def compute_batch(self, contents: Sequence[bytes | str], limits: LimitSettings = LimitSettings()) -> list[Signal]:
+        return [self.compute(c, limits) for c in contents]
+
+    @abstractmethod
+    def parse(self, value: Any) -> Any:
+        """The canonical form of a value given by a client (raw signal banking); InvalidInput if malformed."""
+
+    @abstractmethod
+    def encode(self, values: Sequence[Any]) -> np.ndarray:
+        """Values in the form the index holds: packed uint8 bits, float32 rows, or strings."""
+
+    @abstractmethod
+    def distance(self, a: Any, b: Any) -> float:
+        """Distance in the type's own unit between two canonical values."""
+
+    def score(self, distance: float) -> float:
+        """Similarity in [0, 1], higher is more similar."""
+        return 1.0 if distance == 0 else 0.0
+
+
+class BinaryHashSignal(SignalType):
+    """A fixed-length bit hash in hex, compared by Hamming distance."""
+
+    index_kind = "binary"
+    unit = "hamming bits"
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str) or len(value) != self.dim // 4:
+            raise InvalidInput(f"{self.name} must be a {self.dim // 4}-character hex string")
+        try:
+            bytes.fromhex(value)
+        except ValueError:
+            raise InvalidInput(f"{self.name} must be hexadecimal, got {value[:80]!r}") from None
+        return value.lower()
+
+    def encode(self, values: Sequence[str]) -> np.ndarray:
+        return np.frombuffer(b"".join(bytes.fromhex(v) for v in values), dtype=np.uint8).reshape(len(values), self.dim // 8)
+
+    def distance(self, a: str, b: str) -> float:
+        return float((int(a, 16) ^ int(b, 16)).bit_count())
+
+    def score(self, distance: float) -> float:
+        return max(0.0, 1.0 - distance / self.dim)
+
+
+class FloatVectorSignal(SignalType):
+    """An L2-normalised float vector compared by cosine distance (1 - cosine similarity)."""
+
+    index_kind = "float"
+    unit = "cosine distance"
+
+    def parse(self, value: Any) -> list[float]:
+        try:
+            vector = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"{self.name} must be a list of {self.dim} numbers") from None
+        if vector.shape != (self.dim,) or not np.isfinite(vector).all() or not np.any(vector):
+            raise InvalidInput(f"{self.name} must be a list of {self.dim} finite numbers, not all zero")
+        return self.encode([vector])[0].tolist()
+
+    def encode(self, values: Sequence[Any]) -> np.ndarray:
+        matrix = np.asarray(values, dtype=np.float32).reshape(len(values), self.dim)
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        return np.ascontiguousarray(matrix / np.maximum(norms, 1e-12), dtype=np.float32)
+
+    def distance(self, a: Any, b: Any) -> float:
+        va, vb = self.encode([a, b])
+        return float(1.0 - np.dot(va, vb))
+
+    def score(self, distance: float) -> float:
+        return min(1.0, max(0.0, 1.0 - distance))
+
+
+class ExactSignal(SignalType):
+    """A digest matched only when equal."""
+
+    index_kind = "exact"
+    unit = "exact"
+    default_threshold = 0
+    digest_chars: ClassVar[int]
+
+    def parse(self, value: Any) -> str:
+        if not isinstance(value, str) or len(value) != self.digest_chars:
+            raise InvalidInput(f"{self.name} must be a {self.digest_chars}-character hex digest")
+        try:
+            bytes.fromhex(value)
+        except ValueError:
+            raise InvalidInput(f"{self.name} must be hexadecimal") from None
+        return value.lower()
+
+    def encode(self, values: Sequence[str]) -> np.ndarray:
+        return np.asarray(values, dtype=object)
+
+    def distance(self, a: str, b: str) -> float:
+        return 0.0 if a == b else float("inf")

@@ -1,0 +1,140 @@
+"""Index versions in object storage: manifests, the published pointer, rollback, shard loading.
+
+Per signal type, under `indexes/<type>/`:
+- `builds/<build_id>/shard-NNNN.*`: a build's files, written before anything names them;
+- `versions/`: a commit log of manifests; record N is version `vNNNNNNNN`;
+- `current/`: a commit log of pointer moves; its newest record names the published version.
+Publishing and rollback append to `current/` with create-if-absent, so concurrent jobs never
+lose a move and a job that dies before that append publishes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
+
+from .commitlog import CommitLog
+from .errors import MediamatchError, NotFound
+from .index import IndexParams, Shard, digest_table, deserialize
+from .signals import get_signal_type
+from .storage import ObjectStore, sha256_hex
+
+
+class ShardFile(BaseModel):
+    ids: str  # Parquet: entry_id (and value, for digest tables), row i = faiss id i
+    index: str | None = None  # serialized faiss index; None for digest tables
+    count: int
+    sha256: dict[str, str]  # key -> checksum of each file
+    bytes: int
+
+
+class Manifest(BaseModel):
+    signal_type: str
+    version: str = ""
+    build_id: str
+    params: IndexParams
+    count: int
+    shards: list[ShardFile]
+    built_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    build_seconds: float = 0.0
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
+    catalog_seq: int | None = None  # catalog commits up to this number are in the index
+    recall_at_10: float | None = None
+    recall_method: str = ""
+    gpu: bool = False
+
+
+class IndexChecksumError(MediamatchError):
+    code = "index_corrupt"
+
+
+def version_name(seq: int) -> str:
+    return f"v{seq:08d}"
+
+
+def version_seq(version: str) -> int:
+    if not (version.startswith("v") and version[1:].isdigit()):
+        raise NotFound(f"no index version {version!r}: versions look like v00000001")
+    return int(version[1:])
+
+
+class IndexVersions:
+    def __init__(self, store: ObjectStore, signal_type: str):
+        get_signal_type(signal_type)
+        self.store = store
+        self.signal_type = signal_type
+        self.prefix = f"indexes/{signal_type}"
+        self.versions = CommitLog(store, f"{self.prefix}/versions")
+        self.pointer = CommitLog(store, f"{self.prefix}/current")
+
+    def build_prefix(self, build_id: str) -> str:
+        return f"{self.prefix}/builds/{build_id}"
+
+    def record(self, manifest: Manifest) -> Manifest:
+        """Commit the manifest as the next version (not yet published)."""
+        seq = self.versions.append(lambda n: manifest.model_copy(update={"version": version_name(n)}).model_dump())
+        return self.get(version_name(seq))
+
+    def point(self, version: str, reason: str) -> Manifest:
+        """Move the `current` pointer to a recorded version (publish, rollback, roll forward)."""
+        manifest = self.get(version)
+        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.pointer.append({"version": version, "reason": reason, "at": at})
+        return manifest
+
+    def publish(self, manifest: Manifest) -> Manifest:
+        return self.point(self.record(manifest).version, "publish")
+
+    def rollback(self, version: str) -> Manifest:
+        return self.point(version, "rollback")
+
+    def current_version(self) -> str | None:
+        head = self.pointer.head()
+        return self.pointer.read(head)["version"] if head else None
+
+    def current(self) -> Manifest | None:
+        version = self.current_version()
+        return self.get(version) if version else None
+
+    def get(self, version: str) -> Manifest:
+        try:
+            return Manifest(**self.versions.read(version_seq(version)))
+        except FileNotFoundError:
+            raise NotFound(f"no {self.signal_type} index version {version}") from None
+
+    def list(self) -> list[Manifest]:
+        return [Manifest(**record) for _, record in self.versions.read_after(0)]
+
+    def load_shard(self, manifest: Manifest, number: int) -> Shard:
+        """Load one shard, checking every file against the manifest's checksum."""
+        files = manifest.shards[number]
+        blobs = {key: self._checked(key, files.sha256[key]) for key in files.sha256}
+        table = pq.read_table(pa.BufferReader(blobs[files.ids]))
+        entry_ids = np.asarray(table.column("entry_id").to_pylist(), dtype=object)
+        if manifest.params.type == "exact":
+            return Shard(manifest.params, entry_ids, table=digest_table(table.column("value").to_pylist()))
+        return Shard(manifest.params, entry_ids, index=deserialize(manifest.params, blobs[files.index]))
+
+    def _checked(self, key: str, checksum: str) -> bytes:
+        data = self.store.get(key)
+        if sha256_hex(data) != checksum:
+            raise IndexChecksumError(f"{key} does not match its manifest checksum")
+        return data
+
+    def status(self) -> dict[str, Any]:
+        manifest = self.current()
+        if manifest is None:
+            return {"version": None, "count": 0, "shards": 0}
+        return {
+            "version": manifest.version,
+            "count": manifest.count,
+            "shards": len(manifest.shards),
+            "built_at": manifest.built_at,
+            "params": manifest.params.model_dump(exclude_none=True),
+            "recall_at_10": manifest.recall_at_10,
+        }
