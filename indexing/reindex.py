@@ -197,7 +197,8 @@ def build_index(
         if trained is not None:
             ray.wait([trained], fetch_local=False)
         lap("train")
-        parts = ds.split(min(shards, count)) if count else []
+        n_parts = min(shards, count)
+        parts = ds.split_at_indices([count * i // n_parts for i in range(1, n_parts)]) if count else []
         threads = max(1, (os.cpu_count() or 1) // max(1, len(parts)))
         pending = [
             _shard_task.options(num_gpus=1 if use_gpu and params.type == "ivfpq" else 0).remote(
@@ -381,14 +382,15 @@ def measure_recall(params: IndexParams, results: list[dict], target: float) -> t
     """Merged recall over all shards, and the nprobe that reaches the target."""
     if params.type in ("exact", "flat", "binary_flat"):
         return 1.0, params.nprobe, "exact index"
-    if not results or not any(r["approx"] for r in results):
+    results = [r for r in results if r["approx"]]  # shards with nothing in them answer nothing
+    if not results:
         return 1.0, params.nprobe, "empty index"
     k = RECALL_K if params.type == "ivfpq" else 1000
     exact = merge_results([r["exact"] for r in results], k)
-    nprobe = max(max(r["approx"]) for r in results if r["approx"])
+    nprobe = max(max(r["approx"]) for r in results)
     # a shard that reached the target at a smaller nprobe contributes its results at that nprobe:
     # the merged figure is then a lower bound of the recall at the chosen nprobe
-    approx = merge_results([r["approx"][max(p for p in r["approx"] if p <= nprobe)] for r in results if r["approx"]], k)
+    approx = merge_results([r["approx"][max(r["approx"])] for r in results], k)
     queries = len(exact)
     method = (
         f"top-{RECALL_K} vs exact search, {queries} held-out noisy queries"

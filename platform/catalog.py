@@ -39,9 +39,16 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+_id_lock = threading.Lock()
+_last_ns = 0
+
+
 def new_entry_id() -> str:
-    """Time-ordered, unique without coordination: 'e_' + ms timestamp + 48 random bits."""
-    return f"e_{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+    """Unique without coordination and time-ordered: 'e_' + a strictly increasing ns clock + 40 random bits."""
+    global _last_ns
+    with _id_lock:
+        _last_ns = max(time.time_ns(), _last_ns + 1)
+        return f"e_{_last_ns:016x}{secrets.token_hex(5)}"
 
 
 class Bank(BaseModel):
