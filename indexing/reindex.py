@@ -198,7 +198,7 @@ def build_index(
             ray.wait([trained], fetch_local=False)
         lap("train")
         n_parts = min(shards, count)
-        parts = ds.split_at_indices([count * i // n_parts for i in range(1, n_parts)]) if count else []
+        parts = ds.split_at_indices([count * i // n_parts for i in range(1, n_parts)]) if n_parts > 1 else [ds] * n_parts
         threads = max(1, (os.cpu_count() or 1) // max(1, len(parts)))
         pending = [
             _shard_task.options(num_gpus=1 if use_gpu and params.type == "ivfpq" else 0).remote(

@@ -25,9 +25,8 @@ for _key, _value in {
 
 from mediamatch.platform.storage import ObjectStore  # noqa: E402
 
+# ../shared/conformance beside the checkout (CI clones main with shared/ beside it)
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
-if not CONFORMANCE.is_dir():  # CI clones main with shared/ beside it
-    CONFORMANCE = Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,286 @@
+"""The `mediamatch` command line. User errors print one `error: ...` line and exit 1."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from .catalog import Catalog, Entry
+from .errors import InvalidInput, MediamatchError
+from .media import CONTENT_TYPES, sniff_content_type
+from .settings import Settings, load_settings
+from .signals import SIGNAL_TYPES, compute_signals, signal_types_for
+from .storage import ObjectStore, sha256_hex
+from .versions import IndexVersions
+
+
+class Context:
+    def __init__(self, config: str | None, storage: str | None):
+        self.config, self.storage_uri = config, storage
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config, storage=self.storage_uri)
+        return self._settings
+
+    @property
+    def store(self) -> ObjectStore:
+        return ObjectStore.from_settings(self.settings)
+
+    def catalog(self) -> Catalog:
+        return Catalog(self.store)
+
+
+@click.group()
+@click.option("--storage", help="storage URI: a path, file://... or s3://bucket/prefix (default: settings)")
+@click.option("--config", type=click.Path(dir_okay=False), help="YAML settings file")
+@click.pass_context
+def cli(ctx: click.Context, storage: str | None, config: str | None) -> None:
+    """mediamatch: bank known content, hash media, build and publish match indexes."""
+    ctx.obj = Context(config, storage)
+
+
+# -- banks --------------------------------------------------------------------------------------
+@cli.group()
+def bank() -> None:
+    """Create, fill, list, disable and delete banks."""
+
+
+@bank.command("create")
+@click.argument("name")
+@click.option("--description", default="")
+@click.option("--label", "labels", multiple=True, help="a label attached to every match (repeatable)")
+@click.pass_obj
+def bank_create(obj: Context, name: str, description: str, labels: tuple[str, ...]) -> None:
+    created = obj.catalog().create_bank(name, description, labels)
+    click.echo(f"created bank {created.name}")
+
+
+@bank.command("list")
+@click.pass_obj
+def bank_list(obj: Context) -> None:
+    banks = obj.catalog().list_banks()
+    if not banks:
+        click.echo("no banks")
+        return
+    click.echo(f"{'name':<32} {'enabled':<8} {'entries':>8}  labels")
+    for b in banks:
+        click.echo(f"{b.name:<32} {str(b.enabled).lower():<8} {b.entry_count:>8}  {','.join(b.labels)}")
+
+
+@bank.command("add")
+@click.argument("bank_name", metavar="BANK")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--text", help="bank this text instead of files")
+@click.option("--content-type", type=click.Choice(CONTENT_TYPES), help="default: guessed per file")
+@click.option("--metadata", help="JSON object stored with every entry")
+@click.pass_obj
+def bank_add(obj: Context, bank_name: str, paths: tuple[Path, ...], text: str | None, content_type: str | None, metadata: str | None) -> None:
+    """Bank files (directories are walked) or a text. Every input is hashed before the first commit."""
+    if bool(paths) == bool(text):
+        raise InvalidInput("give files or directories, or --text, not both")
+    meta = _json_object(metadata, "--metadata")
+    catalog = obj.catalog()
+    catalog.get_bank(bank_name)  # unknown bank: fail before any work
+    items = [("--text", text.encode(), "text")] if text else [(str(p), p.read_bytes(), content_type) for p in _files(paths)]
+    entries = [
+        _new_entry(obj.settings, name, data, ctype or sniff_content_type(data, name), meta)
+        for name, data, ctype in tqdm(items, desc="hashing", unit="file", disable=None if len(items) > 1 else True)
+    ]
+    added: list[Entry] = []
+    batch = obj.settings.commit_batch
+    with tqdm(total=len(entries), desc="banking", unit="entry", disable=None if len(entries) > 1 else True) as bar:
+        for start in range(0, len(entries), batch):
+            chunk = list(zip(entries[start : start + batch], items[start : start + batch]))
+            for _, (_, data, _) in chunk:
+                catalog.put_media(data)  # content-addressed: the entry's media digest
+            added += catalog.add_entries(bank_name, [entry for entry, _ in chunk])
+            bar.update(len(chunk))
+    click.echo(f"added {len(added)} entries to {bank_name}" + (f": {added[0].entry_id}" if len(added) == 1 else ""))
+
+
+def _files(paths: tuple[Path, ...]) -> list[Path]:
+    out = []
+    for path in paths:
+        out += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return out
+
+
+def _new_entry(settings: Settings, name: str, data: bytes, content_type: str, metadata: dict) -> Entry:
+    """Cheap signals now (model signals are computed by the reindex job from the stored media)."""
+    if len(data) > settings.limits.max_upload_bytes:
+        raise InvalidInput(f"{name}: {len(data)} bytes, over the limit of {settings.limits.max_upload_bytes}")
+    types = signal_types_for(content_type, include_models=False)
+    try:
+        signals = compute_signals(data, content_type, types, settings.limits)
+    except MediamatchError as exc:
+        raise type(exc)(f"{name}: {exc}") from None
+    for signal_name, signal in signals.items():
+        if signal.value is None:
+            click.echo(f"warning: {name}: no {signal_name} ({signal.reason})", err=True)
+    values = {n: s.value for n, s in signals.items() if s.value is not None}
+    return Entry(bank="", content_type=content_type, signals=values, metadata=metadata, media=sha256_hex(data))
+
+
+def _json_object(text: str | None, option: str) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{option} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{option} must be a JSON object")
+    return value
+
+
+@bank.command("disable")
+@click.argument("bank_name", metavar="BANK")
+@click.argument("entry_id", required=False)
+@click.pass_obj
+def bank_disable(obj: Context, bank_name: str, entry_id: str | None) -> None:
+    """Stop a bank, or one entry of it, from matching."""
+    _set_enabled(obj.catalog(), bank_name, entry_id, False)
+
+
+@bank.command("enable")
+@click.argument("bank_name", metavar="BANK")
+@click.argument("entry_id", required=False)
+@click.pass_obj
+def bank_enable(obj: Context, bank_name: str, entry_id: str | None) -> None:
+    """Let a disabled bank, or entry, match again."""
+    _set_enabled(obj.catalog(), bank_name, entry_id, True)
+
+
+def _set_enabled(catalog: Catalog, bank_name: str, entry_id: str | None, enabled: bool) -> None:
+    if entry_id:
+        catalog.update_entry(bank_name, entry_id, enabled=enabled)
+    else:
+        catalog.update_bank(bank_name, enabled=enabled)
+    click.echo(f"{'enabled' if enabled else 'disabled'} {bank_name}{'/' + entry_id if entry_id else ''}")
+
+
+@bank.command("delete")
+@click.argument("bank_name", metavar="BANK")
+@click.argument("entry_id", required=False)
+@click.option("--yes", is_flag=True, help="do not ask before deleting a whole bank")
+@click.pass_obj
+def bank_delete(obj: Context, bank_name: str, entry_id: str | None, yes: bool) -> None:
+    """Delete a bank (with all its entries), or one entry."""
+    catalog = obj.catalog()
+    if entry_id:
+        catalog.delete_entry(bank_name, entry_id)
+    else:
+        catalog.get_bank(bank_name)
+        if not yes:
+            click.confirm(f"delete bank {bank_name} and all its entries?", abort=True)
+        catalog.delete_bank(bank_name)
+    click.echo(f"deleted {bank_name}{'/' + entry_id if entry_id else ''}")
+
+
+# -- hashing ------------------------------------------------------------------------------------
+@cli.command("hash")
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--text", help="hash this text instead of a file")
+@click.option("--content-type", type=click.Choice(CONTENT_TYPES))
+@click.pass_obj
+def hash_command(obj: Context, file: Path | None, text: str | None, content_type: str | None) -> None:
+    """Print every signal of a file or text, one per line."""
+    if bool(file) == bool(text):
+        raise InvalidInput("give a FILE or --text, not both")
+    data = text.encode() if text else file.read_bytes()
+    ctype = "text" if text else content_type or sniff_content_type(data, str(file))
+    for name, signal in compute_signals(data, ctype, limits=obj.settings.limits).items():
+        if signal.value is None:
+            click.echo(f"{name} - ({signal.reason})")
+        elif isinstance(signal.value, list):
+            head = " ".join(f"{v:.4f}" for v in signal.value[:4])
+            click.echo(f"{name} [{len(signal.value)} floats] {head} ...")
+        else:
+            click.echo(f"{name} {signal.value}" + (f" quality {signal.quality:g}" if signal.quality is not None else ""))
+
+
+# -- indexes ------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--signal-type", "signal_types", multiple=True, type=click.Choice(list(SIGNAL_TYPES)), help="default: all")
+@click.option("--shards", type=click.IntRange(1, 1024), help="default: settings index.shards")
+@click.pass_obj
+def reindex(obj: Context, signal_types: tuple[str, ...], shards: int | None) -> None:
+    """Rebuild the indexes from the catalog with a Ray Data job, and publish them."""
+    import ray
+
+    from mediamatch.indexing.reindex import reindex as run_reindex
+
+    settings = obj.settings
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+        ray.init(address=settings.ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # the bar below says what runs
+    with tqdm(total=100, desc="reindex", unit="%", disable=None, bar_format="{desc:<40.40} {percentage:3.0f}%|{bar}| {elapsed}") as bar:
+
+        def progress(fraction: float, message: str) -> None:
+            bar.set_description_str(message)
+            bar.update(round(fraction * 100) - bar.n)
+
+        published = run_reindex(settings, list(signal_types) or None, shards, progress)
+    for name, m in published.items():
+        recall = f"{m.recall_at_10:.3f}" if m.recall_at_10 is not None else "-"
+        click.echo(f"{name:<16} {m.version}  {m.count:>9} entries  {m.params.type:<16} recall@10 {recall}  {m.build_seconds:.1f}s")
+
+
+@cli.group()
+def index() -> None:
+    """List index versions and move the published pointer."""
+
+
+@index.command("list")
+@click.option("--all", "show_all", is_flag=True, help="every recorded version, * marks the published one")
+@click.pass_obj
+def index_list(obj: Context, show_all: bool) -> None:
+    store = obj.store
+    for name in SIGNAL_TYPES:
+        versions = IndexVersions(store, name)
+        current = versions.current_version()
+        manifests = versions.list() if show_all else ([versions.get(current)] if current else [])
+        if not manifests:
+            click.echo(f"{name:<16} (no index)")
+        for m in manifests:
+            mark = "*" if m.version == current else " "
+            click.echo(f"{name:<16} {mark}{m.version}  {m.count:>9} entries  {len(m.shards)} shards  {m.params.type:<16} built {m.built_at}")
+
+
+@index.command("rollback")
+@click.argument("signal_type", type=click.Choice(list(SIGNAL_TYPES)))
+@click.argument("version")
+@click.pass_obj
+def index_rollback(obj: Context, signal_type: str, version: str) -> None:
+    """Publish an earlier (or any recorded) version of a signal type's index."""
+    manifest = IndexVersions(obj.store, signal_type).rollback(version)
+    click.echo(f"{signal_type} now serves {manifest.version} ({manifest.count} entries)")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (MediamatchError, OSError, ValueError, ValidationError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, ValidationError):
+            message = f"invalid settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+        click.echo(f"error: {message}", err=True)
+        sys.exit(1)
