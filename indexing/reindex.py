@@ -202,7 +202,7 @@ def build_index(
         threads = max(1, (os.cpu_count() or 1) // max(1, len(parts)))
         pending = [
             _shard_task.options(num_gpus=1 if use_gpu and params.type == "ivfpq" else 0).remote(
-                store, prefix, number, signal_type.name, params, trained, part.to_arrow_refs(), queries, settings, threads
+                store, prefix, number, signal_type, params, trained, part.to_arrow_refs(), queries, settings, threads
             )
             for number, part in enumerate(parts)
         ]
@@ -287,7 +287,7 @@ def _shard_task(
     store: ObjectStore,
     prefix: str,
     number: int,
-    signal_type_name: str,
+    signal_type: SignalType,
     params: IndexParams,
     trained: bytes | None,
     blocks: list,
@@ -297,7 +297,6 @@ def _shard_task(
 ) -> dict:
     """Build one shard from its blocks, write it, and measure it against exact search."""
     _set_faiss_threads(threads)
-    signal_type = get_signal_type(signal_type_name)
     table = pa.concat_tables(ray.get(blocks)) if blocks else signal_table(signal_type, [], [])
     entry_ids = table.column("entry_id").to_pylist()
     values = column_values(signal_type, table.column("value"))

@@ -76,7 +76,7 @@ def choose_params(signal_type: SignalType, count: int, settings: IndexSettings) 
         m=m,
         nbits=8,
         nprobe=max(1, nlist // 64),  # replaced by the tuned value after the build
-        refine_k_factor=4.0,
+        refine_k_factor=16.0,  # exact re-rank of 16k PQ candidates: PQ codes alone rank near neighbours poorly
         train_size=min(count, settings.train_per_list * nlist),
     )
 

@@ -64,13 +64,7 @@ class BinaryHashSignal(SignalType):
     unit = "hamming bits"
 
     def parse(self, value: Any) -> str:
-        if not isinstance(value, str) or len(value) != self.dim // 4:
-            raise InvalidInput(f"{self.name} must be a {self.dim // 4}-character hex string")
-        try:
-            bytes.fromhex(value)
-        except ValueError:
-            raise InvalidInput(f"{self.name} must be hexadecimal, got {value[:80]!r}") from None
-        return value.lower()
+        return parse_hex(self.name, value, self.dim // 4)
 
     def encode(self, values: Sequence[str]) -> np.ndarray:
         return np.frombuffer(b"".join(bytes.fromhex(v) for v in values), dtype=np.uint8).reshape(len(values), self.dim // 8)
@@ -119,16 +113,21 @@ class ExactSignal(SignalType):
     digest_chars: ClassVar[int]
 
     def parse(self, value: Any) -> str:
-        if not isinstance(value, str) or len(value) != self.digest_chars:
-            raise InvalidInput(f"{self.name} must be a {self.digest_chars}-character hex digest")
-        try:
-            bytes.fromhex(value)
-        except ValueError:
-            raise InvalidInput(f"{self.name} must be hexadecimal") from None
-        return value.lower()
+        return parse_hex(self.name, value, self.digest_chars)
 
     def encode(self, values: Sequence[str]) -> np.ndarray:
         return np.asarray(values, dtype=object)
 
     def distance(self, a: str, b: str) -> float:
         return 0.0 if a == b else float("inf")
+
+
+def parse_hex(name: str, value: Any, chars: int) -> str:
+    """A lower-case hex string of exactly `chars` characters, or InvalidInput saying what is wrong."""
+    if not isinstance(value, str) or len(value) != chars:
+        raise InvalidInput(f"{name} must be a {chars}-character hex string")
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        raise InvalidInput(f"{name} must be hexadecimal, got {value[:80]!r}") from None
+    return value.lower()
