@@ -1,25 +1,43 @@
 """Index build: the Ray Data job vs a plain single-process faiss script, same data, same parameters.
 
-    python benchmarks/bench_index.py [--n 1000000] [--shards 2] [--only float|pdq]
+    python benchmarks/bench_index.py [--n 1000000] [--shards 2] [--only float|pdq] [--seed 1234] [--json out.json]
 
-For each of (a) N 256-d float vectors and (b) N PDQ hashes, the data is first written as
-Parquet to a local object store (untimed). Then, in this one process:
-1. plain faiss: read the Parquet with pyarrow, train on a random sample, add, serialize and
-   write the index: the same index type and parameters the job chooses (`choose_params`);
-2. the Ray Data job: `build_index` end to end (read, sample, train, add in shards, write,
-   measure recall on held-out queries, manifest, publish).
-Printed: seconds of each, the ratio, recall@10 of each against exact search on the same
-held-out queries, and peak resident memory (this process and its children, sampled).
-Data: float vectors are a seeded mixture of 4,096 Gaussian clusters on the unit sphere (a
-realistic structure, not uniform noise); PDQ hashes are seeded random bits, 10% of them
-near-duplicates (≤ 8 bits flipped) of others, as real banks hold edits of one image.
+Two cases, each built two ways from the same Parquet file in a local object store (temp dir):
+  (a) N 256-d float vectors (IVF-PQ + exact re-rank, parameters from `choose_params`),
+  (b) N PDQ hashes, 256 bits (multi-hash index, parameters from `choose_params`).
+
+Per case, in this one process and in this order:
+  0. data: generated (seeded) and written as Parquet with the job's schema (`signal_table`),
+     untimed;
+  1. plain faiss, FIRST: read the Parquet with pyarrow, train on a random sample of
+     `train_size` (float), add everything, write the index (+ the entry ids, as Parquet) to a
+     file in the same temp dir, fsync'd. faiss on 2 threads. Timed: read + train + add + write.
+     Peak memory: getrusage(RUSAGE_SELF / RUSAGE_CHILDREN).ru_maxrss, the process's high-water
+     mark reset (/proc/self/clear_refs) just before this step;
+  2. the Ray Data job, SECOND: `build_index(store, type, ray.data.read_parquet(...), shards,
+     IndexSettings(...))` end to end: read, materialise, sample, train, add in shards, write
+     shards + ids + manifest, measure recall on held-out queries (tuning nprobe), publish.
+     Peak memory: driver + every descendant process (raylet, GCS, workers) sampled with psutil
+     every 0.1 s (sum of RSS; sum of PSS every ~1 s, which does not count the object store's
+     shared pages twice);
+  3. plain faiss recall, THIRD, timed separately: held-out queries drawn independently by the
+     job's rule (random rows, `perturb_queries`), the job's tuned nprobe (`manifest.params.nprobe`);
+     float: top-10 vs exact `IndexFlatIP` over all N; PDQ: every hash within 31 bits found by
+     range search vs `IndexBinaryFlat` range search. Both are averaged per query, as the job does.
+`ray.init(num_cpus=2)` happens once, before any timing; Ray starts its workers before the first
+timing too (a warm-up task), so neither way pays process start-up inside its figure.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import logging
 import os
+import resource
+import shlex
+import sys
 import tempfile
 import threading
 import time
@@ -28,13 +46,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
+import psutil  # after ray: the venv's psutil is the copy Ray ships (ray/thirdparty_files)
 
-from mediamatch.indexing.reindex import build_index, column_values, perturb_queries, recall_at_k
-from mediamatch.platform.index import Shard, choose_params, empty_index, merge_results, serialize, set_nprobe
+from mediamatch.indexing.reindex import build_index, perturb_queries, signal_table
+from mediamatch.platform.index import choose_params
 from mediamatch.platform.settings import IndexSettings
 from mediamatch.platform.signals import SIGNAL_TYPES
 from mediamatch.platform.signals.base import FloatVectorSignal
 from mediamatch.platform.storage import ObjectStore
+
+THREADS = 2  # the machine's cores; faiss threads of the plain baseline, Ray's num_cpus
+CHUNK = 100_000  # rows per generated chunk = Parquet row group
+DATA_KEY = "bench/signals.parquet"
+GIB = 2**30
 
 
 class Float256(FloatVectorSignal):
@@ -52,145 +76,285 @@ class Float256(FloatVectorSignal):
 SIGNAL_TYPES[Float256.name] = Float256()  # known to this driver, where index versions are named
 
 
-def float_data(n: int, rng) -> np.ndarray:
-    centres = Float256().encode(rng.standard_normal((4096, 256)).astype(np.float32))
-    out = np.empty((n, 256), np.float32)
-    for start in range(0, n, 100_000):
-        stop = min(n, start + 100_000)
-        noise = rng.standard_normal((stop - start, 256)).astype(np.float32) * 0.05
-        out[start:stop] = centres[rng.integers(0, 4096, stop - start)] + noise
-    return Float256().encode(out)
+# -- data ---------------------------------------------------------------------------------------
+FLOAT_DATA = (
+    "4,096 Gaussian clusters on the unit sphere (centres uniform on the sphere, cluster sizes "
+    "log-normal, spread varying per cluster, noise norm 0.5-1.0 around a unit centre), "
+    "L2-normalised: clustered like real embeddings, NOT uniform random"
+)
+PDQ_DATA = "uniform random 256-bit hashes, 10% of them near-duplicates (1-8 bits flipped) of other rows"
 
 
-def pdq_data(n: int, rng) -> np.ndarray:
+def float_chunks(n: int, rng):
+    d, k = 256, 4096
+    centres = rng.standard_normal((k, d)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    weights = rng.lognormal(0.0, 1.0, k)
+    weights /= weights.sum()
+    spread = rng.uniform(0.5, 1.0, k).astype(np.float32) / np.sqrt(d)  # per-dimension sigma
+    for start in range(0, n, CHUNK):
+        rows = min(CHUNK, n - start)
+        which = rng.choice(k, rows, p=weights)
+        noise = rng.standard_normal((rows, d), dtype=np.float32) * spread[which, None]
+        yield centres[which] + noise  # signal_table L2-normalises (Float256.encode)
+
+
+def pdq_chunks(n: int, rng):
     hashes = rng.integers(0, 256, size=(n, 32), dtype=np.uint8)
     dupes = rng.choice(n, n // 10, replace=False)
-    bits = np.unpackbits(hashes[rng.integers(0, n, len(dupes))], axis=1)
-    flips = rng.integers(0, 256, size=(len(dupes), 8))
-    for row, f in zip(bits, flips):
-        row[f[: rng.integers(1, 9)]] ^= 1
-    hashes[dupes] = np.packbits(bits, axis=1)
-    return hashes
+    sources = rng.integers(0, n, len(dupes))
+    hashes[dupes] = hashes[sources]
+    flips = rng.integers(1, 9, len(dupes))  # 1..8 bits per near-duplicate
+    rows = np.repeat(dupes, flips)
+    bits = rng.integers(0, 256, len(rows))  # (a repeated position flips back: fine, still realistic)
+    np.bitwise_xor.at(hashes, (rows, bits // 8), (1 << (7 - bits % 8)).astype(np.uint8))
+    for start in range(0, n, CHUNK):
+        yield [h.hex() for h in map(bytes, hashes[start : start + CHUNK])]
 
 
-class PeakMemory:
-    """Peak RSS of this process plus its children (Ray workers), sampled every 0.2 s."""
+def write_data(kind: str, signal_type, n: int, seed: int, path: str) -> None:
+    """The data as the job's signal schema (`signal_table`), one Parquet file, a row group per chunk."""
+    rng = np.random.default_rng(seed)
+    chunks = float_chunks(n, rng) if kind == "float" else pdq_chunks(n, rng)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    writer, start = None, 0
+    for values in chunks:
+        ids = [f"e{i:09d}" for i in range(start, start + len(values))]
+        table = signal_table(signal_type, ids, list(values))  # (it takes a list: rows or hex strings)
+        writer = writer or pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+        start += len(values)
+    writer.close()
+
+
+# -- plain faiss --------------------------------------------------------------------------------
+def read_values(kind: str, path: str) -> tuple[pa.Table, np.ndarray]:
+    table = pq.read_table(path)
+    column = table.column("value").combine_chunks()
+    if kind == "float":
+        values = column.flatten().to_numpy().reshape(-1, 256)
+    else:
+        values = np.frombuffer(column.buffers()[1], np.uint8)[column.offset * 32 : (column.offset + len(column)) * 32]
+        values = values.reshape(-1, 32)
+    return table, values
+
+
+def plain_build(kind: str, path: str, params, out_dir: str, seed: int) -> dict:
+    """The baseline: read, train, add, write; one process, faiss on THREADS threads."""
+    import faiss
+
+    faiss.omp_set_num_threads(THREADS)
+    index_path = os.path.join(out_dir, f"plain-{kind}.faiss")
+    ids_path = os.path.join(out_dir, f"plain-{kind}.ids.parquet")
+    t0 = time.perf_counter()
+    table, values = read_values(kind, path)
+    t_read = time.perf_counter()
+    if kind == "float":
+        d = params.dim
+        ivf = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, params.nlist, params.m, params.nbits, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexRefineFlat(ivf)
+        index.k_factor = params.refine_k_factor
+        sample = values[np.random.default_rng(seed).choice(len(values), params.train_size, replace=False)]
+        index.train(sample)
+        del sample
+    else:
+        index = faiss.IndexBinaryMultiHash(params.dim, params.nhash, params.dim // params.nhash)
+        index.nflip = params.nflip
+    t_train = time.perf_counter()
+    index.add(values)
+    t_add = time.perf_counter()
+    (faiss.write_index if kind == "float" else faiss.write_index_binary)(index, index_path)
+    pq.write_table(table.select(["entry_id"]), ids_path)  # faiss id -> entry id, as the job writes
+    for p in (index_path, ids_path):  # as durable as the object store's put (which fsyncs)
+        fd = os.open(p, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    t_write = time.perf_counter()
+    return {
+        "seconds": t_write - t0,
+        "stages": {"read": t_read - t0, "train": t_train - t_read, "add": t_add - t_train, "write": t_write - t_add},
+        "index_path": index_path,
+        "index_bytes": os.path.getsize(index_path),
+    }
+
+
+def plain_recall(kind: str, signal_type, path: str, index_path: str, params, nprobe, settings, seed: int) -> dict:
+    """recall@10 of the plain index at the job's nprobe, on independently drawn held-out queries."""
+    import faiss
+
+    faiss.omp_set_num_threads(THREADS)
+    t0 = time.perf_counter()
+    _, values = read_values(kind, path)
+    index = faiss.read_index(index_path) if kind == "float" else faiss.read_index_binary(index_path)
+    t_load = time.perf_counter()
+    rng = np.random.default_rng(seed + 1)  # not the job's draw: same rule, other rows
+    queries = perturb_queries(signal_type, values[rng.choice(len(values), settings.recall_queries, replace=False)], rng)
+    if kind == "float":
+        faiss.extract_index_ivf(index).nprobe = int(nprobe)
+        _, approx = index.search(queries, 10)
+        exact_index = faiss.IndexFlatIP(params.dim)
+        exact_index.add(values)
+        _, exact = exact_index.search(queries, 10)
+        scores = [len(set(a[a >= 0]) & set(x[x >= 0])) / len(x[x >= 0]) for a, x in zip(approx, exact)]
+    else:
+        radius = int(signal_type.default_threshold) + 1  # faiss: distance < radius
+        lims_a, _, ids_a = index.range_search(queries, radius)
+        exact_index = faiss.IndexBinaryFlat(params.dim)
+        exact_index.add(values)
+        lims_x, _, ids_x = exact_index.range_search(queries, radius)
+        scores = []
+        for i in range(len(queries)):
+            x = set(ids_x[lims_x[i] : lims_x[i + 1]].tolist())
+            if x:
+                scores.append(len(set(ids_a[lims_a[i] : lims_a[i + 1]].tolist()) & x) / len(x))
+    t_done = time.perf_counter()
+    return {"recall": float(np.mean(scores)), "seconds": t_done - t_load, "load_seconds": t_load - t0}
+
+
+def reset_peak_rss() -> None:
+    """Reset this process's RSS high-water mark (what ru_maxrss reports), Linux >= 4.0."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def maxrss(who) -> int:
+    return resource.getrusage(who).ru_maxrss * 1024  # kB on Linux
+
+
+# -- Ray ----------------------------------------------------------------------------------------
+class TreeMemory:
+    """Peak memory of this process (the Ray driver) plus all its descendants (raylet, GCS, workers)."""
+
+    def __init__(self, interval: float = 0.1, pss_every: int = 10):
+        self.interval, self.pss_every = interval, pss_every
+        self.peak_rss = self.peak_pss = 0
+        self.peak_rss_parts: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._me = psutil.Process()
+
+    def sample(self, pss: bool = False) -> tuple[int, int, dict[str, int]]:
+        parts: dict[str, int] = {}
+        total_rss = total_pss = 0
+        for proc in [self._me, *self._me.children(recursive=True)]:
+            try:
+                if pss:
+                    info = proc.memory_full_info()
+                    total_pss += info.pss
+                else:
+                    info = proc.memory_info()
+                name = "driver" if proc.pid == self._me.pid else ("worker" if proc.name().startswith("ray::") else proc.name())
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            parts[name] = parts.get(name, 0) + info.rss
+            total_rss += info.rss
+        return total_rss, total_pss, parts
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            rss, pss, parts = self.sample(pss=i % self.pss_every == 0)
+            if rss > self.peak_rss:
+                self.peak_rss, self.peak_rss_parts = rss, parts
+            self.peak_pss = max(self.peak_pss, pss)
+            i += 1
+            self._stop.wait(self.interval)
 
     def __enter__(self):
-        self.peak, self._stop = 0, threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.idle_rss, self.idle_pss, _ = self.sample(pss=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, sum(_rss(pid) for pid in _descendants(os.getpid())))
-            self._stop.wait(0.2)
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
 
 
-def _descendants(root: int) -> list[int]:
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                pass
-    found, frontier = [root], [root]
-    while frontier:
-        frontier = [pid for pid, parent in parents.items() if parent in frontier]
-        found += frontier
-    return found
+@ray.remote(num_cpus=1)
+def _warm_up() -> int:
+    import faiss  # noqa: F401  (the shard tasks import it too)
+
+    return os.getpid()
 
 
-def _rss(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
-    except (OSError, StopIteration):
-        return 0
-
-
-def plain_faiss(signal_type, path: str, params, out_dir: str, seed: int) -> tuple[float, object]:
-    """The baseline: read, train, add, write, single process, faiss's own threads."""
-    import faiss
-
-    faiss.omp_set_num_threads(os.cpu_count() or 1)
-    started = time.perf_counter()
-    table = pq.read_table(path)
-    values = column_values(signal_type, table.column("value"))
-    index = empty_index(params)
-    if params.needs_training:
-        rng = np.random.default_rng(seed)
-        index.train(values[rng.choice(len(values), params.train_size, replace=False)])
-    index.add(values)
-    with open(os.path.join(out_dir, "plain.index"), "wb") as f:
-        f.write(serialize(index))
-    seconds = time.perf_counter() - started
-    return seconds, Shard(params, np.asarray(table.column("entry_id").to_pylist(), dtype=object), index=index)
-
-
-def run_case(kind: str, n: int, shards: int, seed: int, workdir: str) -> dict:
+# -- one case -----------------------------------------------------------------------------------
+def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log) -> dict:
     signal_type = Float256() if kind == "float" else SIGNAL_TYPES["pdq"]
-    rng = np.random.default_rng(seed)
-    values = float_data(n, rng) if kind == "float" else pdq_data(n, rng)
-    ids = [f"e{i:09d}" for i in range(n)]
     store = ObjectStore(os.path.join(workdir, kind))
-    key = "bench/signals.parquet"
-    os.makedirs(os.path.dirname(store.path(key)), exist_ok=True)
-    # the job's signal schema (see signal_table), built from the arrays without a Python loop
-    if kind == "float":
-        column = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), 256)
-    else:
-        column = pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), n, [None, pa.py_buffer(values.tobytes())])
-    table = pa.table({"entry_id": pa.array(ids), "value": column})
-    pq.write_table(table, store.path(key), row_group_size=100_000)
-    del table
-    settings = IndexSettings(flat_max=50_000, shards=shards, seed=seed)
+    path = store.path(DATA_KEY)
+    settings = IndexSettings(shards=shards, seed=seed)
     params = choose_params(signal_type, n, settings)
 
-    with PeakMemory() as mem:
-        plain_seconds, plain = plain_faiss(signal_type, store.path(key), params, workdir, seed)
-    plain_peak = mem.peak
+    t0 = time.perf_counter()
+    write_data(kind, signal_type, n, seed, path)
+    log(f"[{kind}] data written: {os.path.getsize(path) / GIB:.2f} GiB Parquet in {time.perf_counter() - t0:.1f} s (untimed)")
+    gc.collect()
+    pa.default_memory_pool().release_unused()
 
-    with PeakMemory() as mem:
+    # 1. plain faiss build
+    reset_peak_rss()
+    plain = plain_build(kind, path, params, workdir, seed)
+    plain_peak_self, plain_peak_children = maxrss(resource.RUSAGE_SELF), maxrss(resource.RUSAGE_CHILDREN)
+    log(f"[{kind}] plain faiss: {plain['seconds']:.2f} s " + json.dumps({k: round(v, 2) for k, v in plain["stages"].items()}))
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+
+    # 2. the Ray Data job
+    events: list[tuple[float, float, str]] = []
+    with TreeMemory() as mem:
         started = time.perf_counter()
-        manifest = build_index(store, signal_type, ray.data.read_parquet(store.path(key), filesystem=store.fs), shards, settings)
+        progress = lambda fraction, message: events.append((round(time.perf_counter() - started, 2), fraction, message))  # noqa: E731
+        manifest = build_index(
+            store, signal_type, ray.data.read_parquet(store.path(DATA_KEY), filesystem=store.fs), shards, settings, progress=progress
+        )
         ray_seconds = time.perf_counter() - started
-    ray_peak = mem.peak
+    log(f"[{kind}] Ray job: {ray_seconds:.2f} s, stages {manifest.stage_seconds}, recall {manifest.recall_at_10}, nprobe {manifest.params.nprobe}")
+    for t, fraction, message in events:
+        log(f"    {t:7.2f} s  {fraction:4.2f}  {message}")
 
-    # plain's recall, at the nprobe the job tuned, on fresh held-out queries by the same rule
-    queries = perturb_queries(signal_type, values[rng.choice(n, settings.recall_queries, replace=False)], rng)
-    started = time.perf_counter()
-    if kind == "float":
-        set_nprobe(plain.index, manifest.params.nprobe)
-        approx, k, radius = plain.search(queries, 10, 2.0), 10, 2.0
-        exact_params = params.model_copy(update={"type": "flat"})
-    else:
-        approx, k, radius = plain.search(queries, 1000, 31), 1000, 31
-        exact_params = params.model_copy(update={"type": "binary_flat"})
-    exact = Shard.build(exact_params, plain.entry_ids, values, None).search(queries, k, radius)
-    plain_recall = recall_at_k(merge_results([approx], k), exact)
-    recall_seconds = time.perf_counter() - started
+    # 3. plain recall at the job's nprobe
+    recall = plain_recall(kind, signal_type, path, plain["index_path"], params, manifest.params.nprobe, settings, seed)
+    log(f"[{kind}] plain recall: {recall['recall']:.4f} in {recall['seconds']:.2f} s (+ {recall['load_seconds']:.2f} s loading)")
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+
     return {
-        "case": f"{n:,} x {'256-d float' if kind == 'float' else 'PDQ'}",
-        "index": params.type,
+        "case": f"{n:,} x {'256-d float' if kind == 'float' else 'PDQ 256-bit'}",
+        "kind": kind,
+        "n": n,
+        "data": FLOAT_DATA if kind == "float" else PDQ_DATA,
         "params": manifest.params.model_dump(exclude_none=True),
         "ray_seconds": round(ray_seconds, 2),
-        "ray_stages": manifest.stage_seconds,
-        "plain_seconds": round(plain_seconds, 2),
-        "plain_recall_seconds": round(recall_seconds, 2),
-        "ratio": round(ray_seconds / plain_seconds, 3),
+        "ray_stage_seconds": manifest.stage_seconds,
+        "ray_build_seconds_in_manifest": manifest.build_seconds,
+        "ray_progress": events,
         "ray_recall_at_10": manifest.recall_at_10,
-        "plain_recall_at_10": round(plain_recall, 4),
-        "ray_peak_gib": round(ray_peak / 2**30, 2),
-        "plain_peak_gib": round(plain_peak / 2**30, 2),
+        "ray_recall_method": manifest.recall_method,
+        "ray_index_bytes": sum(s.bytes for s in manifest.shards),
+        "plain_seconds": round(plain["seconds"], 2),
+        "plain_stage_seconds": {k: round(v, 2) for k, v in plain["stages"].items()},
+        "plain_recall_seconds": round(recall["seconds"], 2),
+        "plain_recall_at_10": round(recall["recall"], 4),
+        "plain_index_bytes": plain["index_bytes"],
+        "ratio": round(ray_seconds / plain["seconds"], 3),
+        "ray_peak_rss_gib": round(mem.peak_rss / GIB, 2),
+        "ray_peak_pss_gib": round(mem.peak_pss / GIB, 2),
+        "ray_idle_rss_gib": round(mem.idle_rss / GIB, 2),
+        "ray_peak_rss_by_process_gib": {k: round(v / GIB, 2) for k, v in sorted(mem.peak_rss_parts.items())},
+        "plain_peak_rss_gib": round(plain_peak_self / GIB, 2),
+        "plain_peak_rss_children_gib": round(plain_peak_children / GIB, 3),
     }
+
+
+def describe(params: dict) -> str:
+    if params["type"] == "ivfpq":
+        return f"IVF-PQ nlist {params['nlist']}, M {params['m']}x{params['nbits']}b, re-rank x{params['refine_k_factor']:g}, train {params['train_size']:,}, nprobe {params['nprobe']}"
+    if params["type"] == "binary_multihash":
+        return f"multi-hash {params['nhash']}x{params['dim'] // params['nhash']} bits, nflip {params['nflip']}"
+    return params["type"]
 
 
 def main() -> None:
@@ -199,27 +363,42 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--only", choices=["float", "pdq"])
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--json", help="also write the figures (and the job's stage times) here")
     args = parser.parse_args()
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    command = shlex.join([os.path.basename(sys.executable), *sys.argv])
+
+    def log(message: str) -> None:
+        print(message, flush=True)
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    ray.init(num_cpus=THREADS, include_dashboard=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    ray.get([_warm_up.remote() for _ in range(THREADS)])  # workers started before any timing
+
+    log(f"float data: {FLOAT_DATA}")
+    log(f"PDQ data: {PDQ_DATA}")
     results = []
-    with tempfile.TemporaryDirectory() as workdir:
+    with tempfile.TemporaryDirectory(prefix="bench-index-") as workdir:
         for kind in [args.only] if args.only else ["float", "pdq"]:
-            results.append(run_case(kind, args.n, args.shards, args.seed, workdir))
-            print(json.dumps(results[-1]), flush=True)
-    print("\n| case | index | Ray job s | plain faiss s | ratio | recall@10 Ray / plain | peak RSS GiB Ray / plain |")
-    print("|---|---|---|---|---|---|---|")
+            results.append(run_case(kind, args.n, args.shards, args.seed, workdir, log))
+
+    log("\n| case | index (params from choose_params; nprobe tuned by the job) | Ray job s | plain faiss s (train+add+write) | ratio Ray/plain | plain recall check s | recall@10 Ray / plain | peak RSS GiB Ray tree / plain |")
+    log("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(
-            f"| {r['case']} | {r['index']} | {r['ray_seconds']} | {r['plain_seconds']} | {r['ratio']} | "
-            f"{r['ray_recall_at_10']} / {r['plain_recall_at_10']} | {r['ray_peak_gib']} / {r['plain_peak_gib']} |"
+        log(
+            f"| {r['case']} | {describe(r['params'])} | {r['ray_seconds']} | {r['plain_seconds']} | {r['ratio']} | "
+            f"{r['plain_recall_seconds']} | {r['ray_recall_at_10']} / {r['plain_recall_at_10']} | "
+            f"{r['ray_peak_rss_gib']} / {r['plain_peak_rss_gib']} |"
         )
-    print(f"\ncommand: python benchmarks/bench_index.py --n {args.n} --shards {args.shards}" + (f" --only {args.only}" if args.only else ""))
+    log("")
+    for r in results:
+        log(f"- {r['kind']}: Ray job stage_seconds {r['ray_stage_seconds']} (its time includes its own recall measurement and nprobe tuning); plain {r['plain_stage_seconds']}")
+        log(f"  Ray peak: sum of RSS {r['ray_peak_rss_gib']} GiB (idle cluster {r['ray_idle_rss_gib']} GiB; by process {r['ray_peak_rss_by_process_gib']}), sum of PSS {r['ray_peak_pss_gib']} GiB; plain ru_maxrss self {r['plain_peak_rss_gib']} GiB, children {r['plain_peak_rss_children_gib']} GiB")
+    log("- order per case: plain faiss build, then the Ray job, then plain faiss's recall check (at the job's nprobe); one process; faiss 2 threads; ray.init(num_cpus=2)")
+    log(f"\ncommand: {command}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+            json.dump({"command": command, "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":

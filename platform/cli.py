@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 import click
 from pydantic import ValidationError
@@ -85,40 +86,72 @@ def bank_list(obj: Context) -> None:
 @click.option("--metadata", help="JSON object stored with every entry")
 @click.pass_obj
 def bank_add(obj: Context, bank_name: str, paths: tuple[Path, ...], text: str | None, content_type: str | None, metadata: str | None) -> None:
-    """Bank files (directories are walked) or a text. Every input is hashed before the first commit."""
-    if bool(paths) == bool(text):
+    """Bank files (directories are walked, hidden files skipped) or a text.
+
+    Every input is read and hashed before the first commit, so an unknown bank, an unreadable
+    file or an undecodable image stops the command with nothing written.
+    """
+    if paths and text is not None:
         raise InvalidInput("give files or directories, or --text, not both")
+    if not paths and text is None:
+        raise InvalidInput("give files or directories to bank, or --text")
     meta = _json_object(metadata, "--metadata")
+    settings = obj.settings
     catalog = obj.catalog()
     catalog.get_bank(bank_name)  # unknown bank: fail before any work
-    items = [("--text", text.encode(), "text")] if text else [(str(p), p.read_bytes(), content_type) for p in _files(paths)]
-    entries = [
-        _new_entry(obj.settings, name, data, ctype or sniff_content_type(data, name), meta)
-        for name, data, ctype in tqdm(items, desc="hashing", unit="file", disable=None if len(items) > 1 else True)
-    ]
+
+    # Pass 1: read and hash everything; keep entries, not bytes (a directory may be large).
+    if text is not None:
+        sources: list[tuple[str, Callable[[], bytes]]] = [("--text", lambda: text.encode())]
+        ctype_of = lambda data, name: "text"  # noqa: E731
+    else:
+        sources = [(str(p), p.read_bytes) for p in _files(paths)]
+        ctype_of = lambda data, name: content_type or sniff_content_type(data, name)  # noqa: E731
+        if not sources:
+            raise InvalidInput("no files found in " + ", ".join(map(str, paths)))
+    entries: list[Entry] = []
+    for name, read in tqdm(sources, desc="hashing", unit="file", disable=None if len(sources) > 1 else True):
+        data = _read(name, read, settings)
+        entries.append(_new_entry(settings, bank_name, name, data, ctype_of(data, name), meta))
+
+    # Pass 2: store the media, then commit the entries that name it, a batch per commit.
     added: list[Entry] = []
-    batch = obj.settings.commit_batch
+    batch = settings.commit_batch
     with tqdm(total=len(entries), desc="banking", unit="entry", disable=None if len(entries) > 1 else True) as bar:
         for start in range(0, len(entries), batch):
-            chunk = list(zip(entries[start : start + batch], items[start : start + batch]))
-            for _, (_, data, _) in chunk:
+            chunk = list(zip(sources[start : start + batch], entries[start : start + batch]))
+            for (name, read), entry in chunk:
+                data = _read(name, read, settings)
+                if sha256_hex(data) != entry.media:
+                    raise InvalidInput(f"{name} changed while banking; {len(added)} entries were added before it")
                 catalog.put_media(data)  # content-addressed: the entry's media digest
-            added += catalog.add_entries(bank_name, [entry for entry, _ in chunk])
+            added += catalog.add_entries(bank_name, [entry for _, entry in chunk])
             bar.update(len(chunk))
     click.echo(f"added {len(added)} entries to {bank_name}" + (f": {added[0].entry_id}" if len(added) == 1 else ""))
 
 
 def _files(paths: tuple[Path, ...]) -> list[Path]:
-    out = []
+    """Named files as given; directories walked recursively in sorted order, hidden names skipped."""
+    out: list[Path] = []
     for path in paths:
-        out += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        if not path.is_dir():
+            out.append(path)
+            continue
+        for p in sorted(path.rglob("*")):
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts):
+                out.append(p)
     return out
 
 
-def _new_entry(settings: Settings, name: str, data: bytes, content_type: str, metadata: dict) -> Entry:
-    """Cheap signals now (model signals are computed by the reindex job from the stored media)."""
+def _read(name: str, read: Callable[[], bytes], settings: Settings) -> bytes:
+    data = read()
     if len(data) > settings.limits.max_upload_bytes:
         raise InvalidInput(f"{name}: {len(data)} bytes, over the limit of {settings.limits.max_upload_bytes}")
+    return data
+
+
+def _new_entry(settings: Settings, bank: str, name: str, data: bytes, content_type: str, metadata: dict) -> Entry:
+    """Cheap signals now (model signals are computed by the reindex job from the stored media)."""
     types = signal_types_for(content_type, include_models=False)
     try:
         signals = compute_signals(data, content_type, types, settings.limits)
@@ -126,9 +159,9 @@ def _new_entry(settings: Settings, name: str, data: bytes, content_type: str, me
         raise type(exc)(f"{name}: {exc}") from None
     for signal_name, signal in signals.items():
         if signal.value is None:
-            click.echo(f"warning: {name}: no {signal_name} ({signal.reason})", err=True)
+            tqdm.write(f"warning: {name}: no {signal_name} ({signal.reason})", file=sys.stderr)
     values = {n: s.value for n, s in signals.items() if s.value is not None}
-    return Entry(bank="", content_type=content_type, signals=values, metadata=metadata, media=sha256_hex(data))
+    return Entry(bank=bank, content_type=content_type, signals=values, metadata=metadata, media=sha256_hex(data))
 
 
 def _json_object(text: str | None, option: str) -> dict:
@@ -195,10 +228,11 @@ def bank_delete(obj: Context, bank_name: str, entry_id: str | None, yes: bool) -
 @click.pass_obj
 def hash_command(obj: Context, file: Path | None, text: str | None, content_type: str | None) -> None:
     """Print every signal of a file or text, one per line."""
-    if bool(file) == bool(text):
-        raise InvalidInput("give a FILE or --text, not both")
-    data = text.encode() if text else file.read_bytes()
-    ctype = "text" if text else content_type or sniff_content_type(data, str(file))
+    if (file is None) == (text is None):
+        raise InvalidInput("give a FILE or --text, not both" if file else "give a FILE or --text")
+    data = text.encode() if text is not None else file.read_bytes()
+    ctype = "text" if text is not None else content_type or sniff_content_type(data, str(file))
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no model-loading bars around the output
     for name, signal in compute_signals(data, ctype, limits=obj.settings.limits).items():
         if signal.value is None:
             click.echo(f"{name} - ({signal.reason})")
@@ -270,17 +304,30 @@ def index_rollback(obj: Context, signal_type: str, version: str) -> None:
 
 
 def main() -> None:
+    """The console script: user errors are one `error: ...` line on stderr and exit status 1;
+    usage errors keep click's message and status 2."""
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(1)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (MediamatchError, OSError, ValueError, ValidationError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if isinstance(exc, ValidationError):
-            message = f"invalid settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
-        click.echo(f"error: {message}", err=True)
+    except (MediamatchError, OSError, ValidationError, ValueError) as exc:
+        click.echo(f"error: {error_line(exc)}", err=True)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def error_line(exc: Exception) -> str:
+    """One line for a user error (a file, a storage URI, a settings value, a catalog rule)."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        return f"invalid {exc.title.lower()}: {where + ': ' if where else ''}{first['msg']}{more}"
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
