@@ -1,6 +1,7 @@
 """Index build: the Ray Data job vs a plain single-process faiss script, same data, same parameters.
 
-    python benchmarks/bench_index.py [--n 1000000] [--shards 2] [--only float|pdq] [--seed 1234] [--json out.json]
+    python benchmarks/bench_index.py [--n 1000000] [--shards 2] [--only float|pdq] [--seed 1234]
+                                     [--json out.json] [--reader v2|v1]
 
 Two cases, each built two ways from the same Parquet file in a local object store (temp dir):
   (a) N 256-d float vectors (IVF-PQ + exact re-rank, parameters from `choose_params`),
@@ -18,14 +19,20 @@ Per case, in this one process and in this order:
      IndexSettings(...))` end to end: read, materialise, sample, train, add in shards, write
      shards + ids + manifest, measure recall on held-out queries (tuning nprobe), publish.
      Peak memory: driver + every descendant process (raylet, GCS, workers) sampled with psutil
-     every 0.1 s (sum of RSS; sum of PSS every ~1 s, which does not count the object store's
+     every 0.2 s (sum of RSS; sum of PSS every ~1 s, which does not count the object store's
      shared pages twice);
   3. plain faiss recall, THIRD, timed separately: held-out queries drawn independently by the
      job's rule (random rows, `perturb_queries`), the job's tuned nprobe (`manifest.params.nprobe`);
      float: top-10 vs exact `IndexFlatIP` over all N; PDQ: every hash within 31 bits found by
      range search vs `IndexBinaryFlat` range search. Both are averaged per query, as the job does.
-`ray.init(num_cpus=2)` happens once, before any timing; Ray starts its workers before the first
-timing too (a warm-up task), so neither way pays process start-up inside its figure.
+     Untimed cross-checks on the same queries: the nprobe the single plain index needs to reach
+     the target (doubling, as the job tunes), and the Ray-built index itself (its shards loaded
+     from the store and checksummed, as the searchers do, at the manifest's nprobe).
+`ray.init(num_cpus=2)` happens once, before any timing; then a warm-up starts the workers and
+Ray Data's helpers (a 2-row read), as on a long-lived cluster: that cold start is reported on
+its own line, not counted in the job's figure. The 1-minute load average is recorded around
+each timing: the machine is shared, so read the ratio with it. `--reader` picks Ray Data's
+Parquet reader (`DataContext.use_datasource_v2`) for the job's input: v2, Ray's default, or v1.
 """
 
 from __future__ import annotations
@@ -179,7 +186,10 @@ def plain_build(kind: str, path: str, params, out_dir: str, seed: int) -> dict:
 
 
 def plain_recall(kind: str, signal_type, path: str, index_path: str, params, nprobe, settings, seed: int) -> dict:
-    """recall@10 of the plain index at the job's nprobe, on independently drawn held-out queries."""
+    """recall@10 of the plain index at the job's nprobe, on independently drawn held-out queries.
+
+    Timed: the approximate search and the exact search (not the loading). Also returned: the
+    queries and their exact answers (row numbers), for the untimed cross-checks below."""
     import faiss
 
     faiss.omp_set_num_threads(THREADS)
@@ -194,21 +204,54 @@ def plain_recall(kind: str, signal_type, path: str, index_path: str, params, npr
         _, approx = index.search(queries, 10)
         exact_index = faiss.IndexFlatIP(params.dim)
         exact_index.add(values)
-        _, exact = exact_index.search(queries, 10)
-        scores = [len(set(a[a >= 0]) & set(x[x >= 0])) / len(x[x >= 0]) for a, x in zip(approx, exact)]
+        _, exact_rows = exact_index.search(queries, 10)
+        exact = [set(row[row >= 0].tolist()) for row in exact_rows]
+        found = [set(row[row >= 0].tolist()) for row in approx]
     else:
         radius = int(signal_type.default_threshold) + 1  # faiss: distance < radius
         lims_a, _, ids_a = index.range_search(queries, radius)
         exact_index = faiss.IndexBinaryFlat(params.dim)
         exact_index.add(values)
         lims_x, _, ids_x = exact_index.range_search(queries, radius)
-        scores = []
-        for i in range(len(queries)):
-            x = set(ids_x[lims_x[i] : lims_x[i + 1]].tolist())
-            if x:
-                scores.append(len(set(ids_a[lims_a[i] : lims_a[i + 1]].tolist()) & x) / len(x))
+        exact = [set(ids_x[lims_x[i] : lims_x[i + 1]].tolist()) for i in range(len(queries))]
+        found = [set(ids_a[lims_a[i] : lims_a[i + 1]].tolist()) for i in range(len(queries))]
+    recall = set_recall(found, exact)
     t_done = time.perf_counter()
-    return {"recall": float(np.mean(scores)), "seconds": t_done - t_load, "load_seconds": t_load - t0}
+    out = {"recall": recall, "seconds": t_done - t_load, "load_seconds": t_load - t0, "queries": queries, "exact": exact}
+    if kind == "float":  # the nprobe this single (unsharded) index needs: doubled until the target, as the job tunes
+        ivf, tuned = faiss.extract_index_ivf(index), 1
+        while True:
+            ivf.nprobe = tuned
+            r = set_recall([set(row.tolist()) for row in index.search(queries, 10)[1]], exact)
+            if r >= settings.target_recall or tuned >= params.nlist:
+                break
+            tuned *= 2
+        out["tuned"] = {"nprobe": tuned, "recall": round(r, 4)}
+    return out
+
+
+def set_recall(found: list[set], exact: list[set]) -> float:
+    """Per query |found & exact| / |exact|, averaged over queries with an exact answer (as the job does)."""
+    scores = [len(f & x) / len(x) for f, x in zip(found, exact) if x]
+    return float(np.mean(scores)) if scores else 1.0
+
+
+def ray_index_recall(store, signal_type, manifest, queries, exact) -> float:
+    """The published Ray-built index (all shards, loaded and checksummed as a searcher does, at
+    its manifest's nprobe) on the benchmark's own queries: a check of the job's self-measurement."""
+    from mediamatch.platform.index import merge_results
+    from mediamatch.platform.versions import IndexVersions
+
+    versions = IndexVersions(store, signal_type.name)
+    k, radius = (10, 2.0) if signal_type.index_kind == "float" else (1000, signal_type.default_threshold)
+    per_shard = []
+    for number in range(len(manifest.shards)):
+        shard = versions.load_shard(manifest, number)
+        per_shard.append(shard.search(queries, k, radius))
+        del shard
+    merged = merge_results(per_shard, k)
+    found = [{int(entry_id[1:]) for entry_id, _ in row} for row in merged]  # entry ids are e<row>
+    return set_recall(found, exact)
 
 
 def reset_peak_rss() -> None:
@@ -228,7 +271,7 @@ def maxrss(who) -> int:
 class TreeMemory:
     """Peak memory of this process (the Ray driver) plus all its descendants (raylet, GCS, workers)."""
 
-    def __init__(self, interval: float = 0.1, pss_every: int = 10):
+    def __init__(self, interval: float = 0.2, pss_every: int = 5):
         self.interval, self.pss_every = interval, pss_every
         self.peak_rss = self.peak_pss = 0
         self.peak_rss_parts: dict[str, int] = {}
@@ -280,6 +323,26 @@ def _warm_up() -> int:
     return os.getpid()
 
 
+def warm_up(log) -> dict:
+    """Start the cluster's workers and Ray Data's helpers before any timing, as a long-lived
+    cluster has them; the first (cold) Ray Data read is timed and reported, not counted."""
+    ray.get([_warm_up.remote() for _ in range(THREADS)])
+    with tempfile.TemporaryDirectory(prefix="bench-warm-") as folder:
+        path = os.path.join(folder, "warm.parquet")
+        pq.write_table(pa.table({"entry_id": ["a", "b"], "value": [b"x", b"y"]}), path)
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            ray.data.read_parquet(path).materialize().count()
+            times.append(round(time.perf_counter() - t0, 2))
+    log(f"Ray Data warm-up, a 2-row Parquet file read + materialised: cold {times[0]} s, then {times[1]} s (not counted)")
+    return {"ray_data_cold_read_seconds": times[0], "ray_data_warm_read_seconds": times[1]}
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 1)
+
+
 # -- one case -----------------------------------------------------------------------------------
 def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log) -> dict:
     signal_type = Float256() if kind == "float" else SIGNAL_TYPES["pdq"]
@@ -296,14 +359,17 @@ def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log) -> di
 
     # 1. plain faiss build
     reset_peak_rss()
+    loads = {"plain_start": load()}
     plain = plain_build(kind, path, params, workdir, seed)
     plain_peak_self, plain_peak_children = maxrss(resource.RUSAGE_SELF), maxrss(resource.RUSAGE_CHILDREN)
+    loads["plain_end"] = load()
     log(f"[{kind}] plain faiss: {plain['seconds']:.2f} s " + json.dumps({k: round(v, 2) for k, v in plain["stages"].items()}))
     gc.collect()
     pa.default_memory_pool().release_unused()
 
     # 2. the Ray Data job
     events: list[tuple[float, float, str]] = []
+    loads["ray_start"] = load()
     with TreeMemory() as mem:
         started = time.perf_counter()
         progress = lambda fraction, message: events.append((round(time.perf_counter() - started, 2), fraction, message))  # noqa: E731
@@ -311,13 +377,18 @@ def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log) -> di
             store, signal_type, ray.data.read_parquet(store.path(DATA_KEY), filesystem=store.fs), shards, settings, progress=progress
         )
         ray_seconds = time.perf_counter() - started
+    loads["ray_end"] = load()
     log(f"[{kind}] Ray job: {ray_seconds:.2f} s, stages {manifest.stage_seconds}, recall {manifest.recall_at_10}, nprobe {manifest.params.nprobe}")
     for t, fraction, message in events:
         log(f"    {t:7.2f} s  {fraction:4.2f}  {message}")
 
     # 3. plain recall at the job's nprobe
     recall = plain_recall(kind, signal_type, path, plain["index_path"], params, manifest.params.nprobe, settings, seed)
-    log(f"[{kind}] plain recall: {recall['recall']:.4f} in {recall['seconds']:.2f} s (+ {recall['load_seconds']:.2f} s loading)")
+    log(f"[{kind}] plain recall at the job's nprobe: {recall['recall']:.4f} in {recall['seconds']:.2f} s (+ {recall['load_seconds']:.2f} s loading)")
+    if "tuned" in recall:
+        log(f"[{kind}] plain index tuned on its own (nprobe doubled until {settings.target_recall}): {recall['tuned']}")
+    ray_check = ray_index_recall(store, signal_type, manifest, recall["queries"], recall["exact"])
+    log(f"[{kind}] the Ray-built index on the benchmark's queries (manifest nprobe {manifest.params.nprobe}): {ray_check:.4f}")
     gc.collect()
     pa.default_memory_pool().release_unused()
 
@@ -339,6 +410,8 @@ def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log) -> di
         "plain_recall_seconds": round(recall["seconds"], 2),
         "plain_recall_at_10": round(recall["recall"], 4),
         "plain_index_bytes": plain["index_bytes"],
+        "plain_tuned_nprobe": recall.get("tuned"),
+        "ray_index_recall_on_bench_queries": round(ray_check, 4),
         "ratio": round(ray_seconds / plain["seconds"], 3),
         "ray_peak_rss_gib": round(mem.peak_rss / GIB, 2),
         "ray_peak_pss_gib": round(mem.peak_pss / GIB, 2),
@@ -346,6 +419,7 @@ def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log) -> di
         "ray_peak_rss_by_process_gib": {k: round(v / GIB, 2) for k, v in sorted(mem.peak_rss_parts.items())},
         "plain_peak_rss_gib": round(plain_peak_self / GIB, 2),
         "plain_peak_rss_children_gib": round(plain_peak_children / GIB, 3),
+        "load_average_1min": loads,
     }
 
 
@@ -364,6 +438,14 @@ def main() -> None:
     parser.add_argument("--only", choices=["float", "pdq"])
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--json", help="also write the figures (and the job's stage times) here")
+    parser.add_argument(
+        "--reader",
+        choices=["v1", "v2"],
+        default="v2",
+        help="Ray Data's Parquet reader behind ray.data.read_parquet for the job's input: v2 is Ray's default "
+        "(it starts footer-reading actors on every read); v1 is the older reader, the one the job's own catalog "
+        "read uses (indexing/reindex.py read_parquet)",
+    )
     args = parser.parse_args()
     command = shlex.join([os.path.basename(sys.executable), *sys.argv])
 
@@ -373,7 +455,8 @@ def main() -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     ray.init(num_cpus=THREADS, include_dashboard=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    ray.get([_warm_up.remote() for _ in range(THREADS)])  # workers started before any timing
+    ray.data.DataContext.get_current().use_datasource_v2 = args.reader == "v2"
+    cold = warm_up(log)
 
     log(f"float data: {FLOAT_DATA}")
     log(f"PDQ data: {PDQ_DATA}")
@@ -382,23 +465,32 @@ def main() -> None:
         for kind in [args.only] if args.only else ["float", "pdq"]:
             results.append(run_case(kind, args.n, args.shards, args.seed, workdir, log))
 
-    log("\n| case | index (params from choose_params; nprobe tuned by the job) | Ray job s | plain faiss s (train+add+write) | ratio Ray/plain | plain recall check s | recall@10 Ray / plain | peak RSS GiB Ray tree / plain |")
-    log("|---|---|---|---|---|---|---|---|")
+    log(
+        "\n| case | index (params from choose_params; nprobe tuned by the job) | Ray job s | plain faiss s (read+train+add+write) "
+        "| ratio Ray/plain | plain recall check s | recall@10 Ray job, self-measured | recall@10 Ray index, bench queries "
+        "| recall@10 plain, bench queries, job's nprobe | peak RSS GiB Ray (driver+workers) / plain |"
+    )
+    log("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         log(
             f"| {r['case']} | {describe(r['params'])} | {r['ray_seconds']} | {r['plain_seconds']} | {r['ratio']} | "
-            f"{r['plain_recall_seconds']} | {r['ray_recall_at_10']} / {r['plain_recall_at_10']} | "
-            f"{r['ray_peak_rss_gib']} / {r['plain_peak_rss_gib']} |"
+            f"{r['plain_recall_seconds']} | {r['ray_recall_at_10']} | {r['ray_index_recall_on_bench_queries']} | "
+            f"{r['plain_recall_at_10']} | {r['ray_peak_rss_gib']} / {r['plain_peak_rss_gib']} |"
         )
     log("")
     for r in results:
         log(f"- {r['kind']}: Ray job stage_seconds {r['ray_stage_seconds']} (its time includes its own recall measurement and nprobe tuning); plain {r['plain_stage_seconds']}")
         log(f"  Ray peak: sum of RSS {r['ray_peak_rss_gib']} GiB (idle cluster {r['ray_idle_rss_gib']} GiB; by process {r['ray_peak_rss_by_process_gib']}), sum of PSS {r['ray_peak_pss_gib']} GiB; plain ru_maxrss self {r['plain_peak_rss_gib']} GiB, children {r['plain_peak_rss_children_gib']} GiB")
+    for r in results:
+        log(f"- {r['kind']}: 1-minute load average (2 cores) at start/end of each timing: {r['load_average_1min']}")
+    log(f"- Ray Data cold start, once per cluster, not counted above: {cold['ray_data_cold_read_seconds']} s for a 2-row file (warm: {cold['ray_data_warm_read_seconds']} s)")
+    log(f"- Ray Data Parquet reader: {args.reader} (--reader)")
+    log("- PDQ 'recall@10': the share of all hashes within 31 bits that range search finds (the job's measure for multi-hash)")
     log("- order per case: plain faiss build, then the Ray job, then plain faiss's recall check (at the job's nprobe); one process; faiss 2 threads; ray.init(num_cpus=2)")
     log(f"\ncommand: {command}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"command": command, "results": results}, f, indent=2)
+            json.dump({"command": command, "reader": args.reader, **cold, "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from mediamatch.platform.catalog import Catalog, snapshot_folder
-from mediamatch.platform.index import IndexParams, Shard, choose_params, merge_results, set_nprobe, train_index
+from mediamatch.platform.catalog import Catalog, media_key, snapshot_folder
+from mediamatch.platform.index import IndexParams, Shard, choose_params, faiss_module, merge_results, row_flags, set_nprobe, train_index
 from mediamatch.platform.settings import IndexSettings, LimitSettings, Settings
 from mediamatch.platform.signals import SIGNAL_TYPES, SignalType, get_signal_type
 from mediamatch.platform.storage import ObjectStore, sha256_hex
@@ -54,13 +54,13 @@ def reindex(
     report(0.0, "snapshotting the catalog")
     catalog = Catalog(store)
     seq = catalog.snapshot()
-    enabled_banks = sorted(name for name, bank in catalog.banks.items() if bank.get("enabled", True))
+    banks = {name: bank.get("enabled", True) for name, bank in sorted(catalog.banks.items())}
     published = {}
     for i, signal_type in enumerate(types):
         share = lambda f, msg, i=i: report((i + f) / len(types), f"{signal_type.name}: {msg}")  # noqa: E731
-        ds = catalog_signals(store, seq, signal_type, enabled_banks, settings.limits)
+        ds = catalog_signals(store, seq, signal_type, settings.limits)
         published[signal_type.name] = build_index(
-            store, signal_type, ds, shards or settings.index.shards, settings.index, catalog_seq=seq, progress=share
+            store, signal_type, ds, shards or settings.index.shards, settings.index, catalog_seq=seq, banks=banks, progress=share
         )
     report(1.0, "published " + ", ".join(f"{n} {m.version}" for n, m in published.items()))
     return published
@@ -68,15 +68,36 @@ def reindex(
 
 # -- step 1: signals ----------------------------------------------------------------------------
 def catalog_signals(
-    store: ObjectStore, seq: int, signal_type: SignalType, banks: list[str], limits: LimitSettings
+    store: ObjectStore, seq: int, signal_type: SignalType, limits: LimitSettings
 ) -> ray.data.Dataset:
-    """(entry_id, value) of every enabled entry of an enabled bank that has or can get this signal."""
-    entries = ray.data.read_parquet(store.path(f"{snapshot_folder(seq)}/entries.parquet"), filesystem=store.fs)
-    args = dict(fn_constructor_args=(signal_type.name, store, banks, limits), batch_format="pyarrow")
+    """(entry_id, value, bank, enabled) of every entry that has or can get this signal.
+
+    Disabled entries and the entries of disabled banks are indexed too, flagged: the service
+    filters them at search time, so enabling them again needs no rebuild."""
+    entries = read_parquet(store, f"{snapshot_folder(seq)}/entries.parquet")
+    args = dict(fn_constructor_args=(signal_type.name, store, limits), batch_format="pyarrow")
     if signal_type.needs_model:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         return entries.map_batches(SignalExtractor, batch_size=256, compute=_actor_pool(), num_gpus=gpus, **args)
     return entries.map_batches(SignalExtractor, batch_size=4096, compute=_actor_pool(), **args)
+
+
+def read_parquet(store: ObjectStore, key: str) -> ray.data.Dataset:
+    """`ray.data.read_parquet` of a key, through Ray Data's V1 Parquet reader.
+
+    The V2 reader (the default from Ray 2.5x) lists files in a task that provisions a pool of
+    footer-reading actors on every read: about 1 s per read, and 3-4 worker processes started
+    and killed, whose start-up competes with the build for the CPUs. The choice is made when the
+    dataset is created, so the flag is set only around this call.
+    """
+    ctx = ray.data.DataContext.get_current()
+    v2 = getattr(ctx, "use_datasource_v2", None)
+    ctx.use_datasource_v2 = False
+    try:
+        return ray.data.read_parquet(store.path(key), filesystem=store.fs)
+    finally:
+        if v2 is not None:
+            ctx.use_datasource_v2 = v2
 
 
 def _actor_pool() -> ray.data.ActorPoolStrategy:
@@ -84,33 +105,32 @@ def _actor_pool() -> ray.data.ActorPoolStrategy:
 
 
 class SignalExtractor:
-    """Map a batch of catalog rows to (entry_id, value): the stored signal, else computed from media."""
+    """Map a batch of catalog rows to (entry_id, value, bank, enabled): the stored signal, else
+    computed from the stored media."""
 
-    def __init__(self, signal_type: str, store: ObjectStore, banks: list[str], limits: LimitSettings):
+    def __init__(self, signal_type: str, store: ObjectStore, limits: LimitSettings):
         self.signal_type = get_signal_type(signal_type)
-        self.store, self.banks, self.limits = store, set(banks), limits
+        self.store, self.limits = store, limits
         if self.signal_type.needs_model:
             self.signal_type.compute_batch(["warm up"], limits)  # load the model once per actor
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         st = self.signal_type
-        ids, values, missing = [], [], []
+        rows, values, missing = [], [], []
         for row in batch.select(["entry_id", "bank", "content_type", "signals", "enabled", "media"]).to_pylist():
-            if not row["enabled"] or row["bank"] not in self.banks:
-                continue
             value = json.loads(row["signals"]).get(st.name)
             if value is not None:
-                ids.append(row["entry_id"])
+                rows.append(row)
                 values.append(value)
             elif row["media"] and row["content_type"] in st.content_types:
-                missing.append((row["entry_id"], row["media"]))
+                missing.append(row)
         if missing:
-            computed = self._compute([self.store.get(f"media/{m[:2]}/{m}") for _, m in missing])
-            for (entry_id, _), signal in zip(missing, computed):
+            computed = self._compute([self.store.get(media_key(row["media"])) for row in missing])
+            for row, signal in zip(missing, computed):
                 if signal is not None and signal.value is not None:
-                    ids.append(entry_id)
+                    rows.append(row)
                     values.append(signal.value)
-        return signal_table(st, ids, values)
+        return signal_table(st, [r["entry_id"] for r in rows], values, [r["bank"] for r in rows], [r["enabled"] for r in rows])
 
     def _compute(self, contents: list[bytes]) -> list[Any]:
         try:
@@ -126,8 +146,15 @@ class SignalExtractor:
             return out
 
 
-def signal_table(signal_type: SignalType, entry_ids: list[str], values: list[Any]) -> pa.Table:
-    """The job's signal schema: entry_id + value as fixed-size binary, fixed-size float list or string."""
+def signal_table(
+    signal_type: SignalType,
+    entry_ids: list[str],
+    values: list[Any],
+    banks: list[str] | None = None,
+    enabled: list[bool] | None = None,
+) -> pa.Table:
+    """The job's signal schema: entry_id + value as fixed-size binary, fixed-size float list or
+    string (+ bank and enabled, for catalog entries)."""
     if signal_type.index_kind == "exact":
         column = pa.array(values, pa.string())
     elif signal_type.index_kind == "binary":
@@ -135,7 +162,11 @@ def signal_table(signal_type: SignalType, entry_ids: list[str], values: list[Any
     else:
         flat = signal_type.encode(values).reshape(-1) if values else np.zeros(0, np.float32)
         column = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), signal_type.dim)
-    return pa.table({"entry_id": pa.array(entry_ids, pa.string()), "value": column})
+    columns = {"entry_id": pa.array(entry_ids, pa.string()), "value": column}
+    if banks is not None:
+        columns["bank"] = pa.array(banks, pa.string())
+        columns["enabled"] = pa.array(enabled if enabled is not None else [True] * len(banks), pa.bool_())
+    return pa.table(columns)
 
 
 def column_values(signal_type: SignalType, column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -163,9 +194,11 @@ def build_index(
     shards: int,
     settings: IndexSettings,
     catalog_seq: int | None = None,
+    banks: dict[str, bool] | None = None,
     progress: Progress | None = None,
 ) -> Manifest:
-    """Build, measure and publish an index of `ds` (columns entry_id, value)."""
+    """Build, measure and publish an index of `ds` (columns entry_id, value[, bank, enabled]);
+    `banks` is each bank's enabled flag at `catalog_seq`."""
     report = progress or (lambda fraction, message: None)
     versions = IndexVersions(store, signal_type.name)
     build_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
@@ -218,6 +251,7 @@ def build_index(
             build_seconds=round(time.perf_counter() - started, 3),
             stage_seconds=stages,
             catalog_seq=catalog_seq,
+            banks=banks or {},
             recall_at_10=recall,
             recall_method=method,
             gpu=use_gpu,
@@ -300,7 +334,7 @@ def _shard_task(
     table = pa.concat_tables(ray.get(blocks)) if blocks else signal_table(signal_type, [], [])
     entry_ids = table.column("entry_id").to_pylist()
     values = column_values(signal_type, table.column("value"))
-    shard = Shard.build(params, entry_ids, values, trained)
+    shard = Shard.build(params, entry_ids, values, trained, **row_flags(table))
     file = write_shard(store, prefix, number, shard, table)
     return {"file": file, **evaluate_shard(signal_type, shard, values, queries, settings.target_recall)}
 
@@ -315,7 +349,7 @@ def write_shard(store: ObjectStore, prefix: str, number: int, shard: Shard, tabl
     from mediamatch.platform.index import serialize
 
     ids_key = f"{prefix}/shard-{number:04d}.ids.parquet"
-    columns = table if shard.params.type == "exact" else table.select(["entry_id"])
+    columns = table if shard.params.type == "exact" else table.drop_columns(["value"])
     blobs = {ids_key: _parquet_bytes(columns)}
     index_key = None
     if shard.index is not None:
@@ -356,9 +390,9 @@ def evaluate_shard(signal_type: SignalType, shard: Shard, values: np.ndarray, qu
         return {"approx": {}, "exact": []}
     if params.type == "binary_multihash":
         radius, k = signal_type.default_threshold, 1000
-        exact = Shard.build(params.model_copy(update={"type": "binary_flat"}), shard.entry_ids, values, None)
+        exact = _exact_view(shard, "binary_flat", shard.index.storage)
         return {"approx": {0: shard.search(queries, k, radius)}, "exact": exact.search(queries, k, radius)}
-    exact = Shard.build(params.model_copy(update={"type": "flat"}), shard.entry_ids, values, None).search(queries, RECALL_K, 2.0)
+    exact = _exact_view(shard, "flat", faiss_module().downcast_index(shard.index.refine_index)).search(queries, RECALL_K, 2.0)
     approx = {}
     nprobe = 1
     while nprobe <= params.nlist:
@@ -368,6 +402,12 @@ def evaluate_shard(signal_type: SignalType, shard: Shard, values: np.ndarray, qu
             break
         nprobe = min(params.nlist, nprobe * 2)
     return {"approx": approx, "exact": exact}
+
+
+def _exact_view(shard: Shard, kind: str, flat_index) -> Shard:
+    """Exact search over the vectors the shard's index already stores (the multi-hash index's
+    flat storage, the re-rank's flat index): the same answers as a new flat index, without a copy."""
+    return Shard(shard.params.model_copy(update={"type": kind}), shard.entry_ids, index=flat_index)
 
 
 def recall_at_k(approx: list[list[tuple[str, float]]], exact: list[list[tuple[str, float]]]) -> float:

@@ -13,7 +13,7 @@ The same code serves the reindex job (build) and the shard searchers (load and s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 import numpy as np
@@ -156,47 +156,111 @@ def add_vectors(index, vectors: np.ndarray, use_gpu: bool | None = None):
 
 @dataclass
 class Shard:
-    """One loaded shard: a faiss index (or a digest table) and the entry id of each row."""
+    """One loaded shard: a faiss index (or a digest table) and, per row (= faiss id), the entry
+    id, its bank and whether the entry is enabled.
+
+    Rows stay in the index when an entry or a bank is disabled: the flags are filtered at search
+    time, so the service can flip them as the catalog changes and re-enabling needs no rebuild.
+    """
 
     params: IndexParams
-    entry_ids: np.ndarray  # object array of str, row i = faiss id i
+    entry_ids: np.ndarray  # object array of str
     index: object = None
     table: dict[str, list[int]] | None = None  # exact kind: digest -> rows
+    banks: np.ndarray | None = None  # object array of bank names; None: rows have no bank
+    enabled: np.ndarray | None = None  # bool per row; None: all enabled
+    bank_enabled: dict[str, bool] = field(default_factory=dict)  # a bank not named here is enabled
 
     def __len__(self) -> int:
         return len(self.entry_ids)
 
     @classmethod
-    def build(cls, params: IndexParams, entry_ids: Sequence[str], values: np.ndarray, trained: bytes | None) -> "Shard":
+    def build(
+        cls,
+        params: IndexParams,
+        entry_ids: Sequence[str],
+        values: np.ndarray,
+        trained: bytes | None,
+        banks: Sequence[str] | None = None,
+        enabled: Sequence[bool] | None = None,
+    ) -> "Shard":
         ids = np.asarray(entry_ids, dtype=object)
+        flags = dict(
+            banks=None if banks is None else np.asarray(banks, dtype=object),
+            enabled=None if enabled is None else np.asarray(enabled, dtype=bool),
+        )
         if params.type == "exact":
-            return cls(params, ids, table=digest_table(values))
+            return cls(params, ids, table=digest_table(values), **flags)
         index = deserialize(params, trained) if trained else empty_index(params)
         if len(ids):
             index = add_vectors(index, np.ascontiguousarray(values))
-        return cls(params, ids, index=index)
+        return cls(params, ids, index=index, **flags)
+
+    @classmethod
+    def empty(cls, params: IndexParams) -> "Shard":
+        """A shard to append to: the service's live delta (flat or exact)."""
+        return cls.build(params, [], [], None, banks=[], enabled=[])
+
+    def add(self, entry_ids: Sequence[str], banks: Sequence[str], values: np.ndarray) -> None:
+        """Append enabled rows."""
+        if self.params.type == "exact":
+            for row, value in enumerate(values, len(self)):
+                self.table.setdefault(value, []).append(row)
+        else:
+            self.index = add_vectors(self.index, np.ascontiguousarray(values))
+        self.entry_ids = np.concatenate([self.entry_ids, np.asarray(entry_ids, dtype=object)])
+        self.banks = np.concatenate([self.banks, np.asarray(banks, dtype=object)])
+        self.enabled = np.concatenate([self.enabled, np.ones(len(entry_ids), dtype=bool)])
+
+    def live(self, row: int, only_banks: set[str] | None = None) -> bool:
+        """Whether a row may match: its entry and bank enabled (and its bank among `only_banks`)."""
+        if self.enabled is not None and not self.enabled[row]:
+            return False
+        if self.banks is None:
+            return only_banks is None
+        bank = self.banks[row]
+        return self.bank_enabled.get(bank, True) and (only_banks is None or bank in only_banks)
 
     def search(self, queries: np.ndarray, k: int, radius: float) -> list[list[tuple[str, float]]]:
         """Per query, up to k (entry_id, distance) pairs within `radius`, nearest first.
 
         Distances are in the signal's unit: Hamming bits, cosine distance, or 0 for equal digests.
         """
+        return [[(self.entry_ids[r], d) for r, d in hits] for hits in self.search_rows(queries, k, radius)]
+
+    def search_rows(self, queries: np.ndarray, k: int, radius: float, only_banks: set[str] | None = None) -> list[list[tuple[int, float]]]:
+        """As `search`, with row numbers; rows that may not match (`live`) are skipped."""
         if len(self.entry_ids) == 0:
             return [[] for _ in range(len(queries))]
         if self.params.type == "exact":
-            return [[(self.entry_ids[r], 0.0) for r in self.table.get(q, [])[:k]] for q in queries]
+            return [[(r, 0.0) for r in self.table.get(q, []) if self.live(r, only_banks)][:k] for q in queries]
         if self.params.type.startswith("binary"):
             lims, dist, rows = self.index.range_search(np.ascontiguousarray(queries), int(radius) + 1)
             out = []
             for i in range(len(queries)):
-                hits = sorted(zip(dist[lims[i] : lims[i + 1]].tolist(), rows[lims[i] : lims[i + 1]].tolist()))[:k]
-                out.append([(self.entry_ids[r], float(d)) for d, r in hits])
+                hits = sorted(zip(dist[lims[i] : lims[i + 1]].tolist(), rows[lims[i] : lims[i + 1]].tolist()))
+                out.append([(r, float(d)) for d, r in hits if self.live(r, only_banks)][:k])
             return out
-        sims, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(self.entry_ids)))
-        return [
-            [(self.entry_ids[r], float(1.0 - s)) for s, r in zip(srow, rrow) if r >= 0 and 1.0 - s <= radius]
-            for srow, rrow in zip(sims.tolist(), rows.tolist())
-        ]
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        fetch = min(k, len(self.entry_ids))
+        while True:  # fetch more when disabled rows took places in the top k
+            sims, rows = self.index.search(queries, fetch)
+            out = [
+                [(r, float(1.0 - s)) for s, r in zip(srow, rrow) if r >= 0 and 1.0 - s <= radius and self.live(r, only_banks)][:k]
+                for srow, rrow in zip(sims.tolist(), rows.tolist())
+            ]
+            short = any(len(o) < k and rrow[-1] >= 0 and 1.0 - srow[-1] <= radius for o, srow, rrow in zip(out, sims.tolist(), rows.tolist()))
+            if not short or fetch >= len(self.entry_ids):
+                return out
+            fetch = min(fetch * 4, len(self.entry_ids))
+
+
+def row_flags(table) -> dict[str, np.ndarray | None]:
+    """The bank and enabled columns of a signal or shard-ids table (pyarrow), as `Shard` takes them."""
+    return {
+        name: table.column(column).to_numpy(zero_copy_only=False) if column in table.column_names else None
+        for name, column in (("banks", "bank"), ("enabled", "enabled"))
+    }
 
 
 def digest_table(values: Sequence[str]) -> dict[str, list[int]]:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from .commitlog import CommitLog
 from .errors import MediamatchError, NotFound
-from .index import IndexParams, Shard, digest_table, deserialize
+from .index import IndexParams, Shard, deserialize, digest_table, row_flags
 from .signals import get_signal_type
 from .storage import ObjectStore, sha256_hex
 
@@ -44,6 +44,7 @@ class Manifest(BaseModel):
     build_seconds: float = 0.0
     stage_seconds: dict[str, float] = Field(default_factory=dict)
     catalog_seq: int | None = None  # catalog commits up to this number are in the index
+    banks: dict[str, bool] = Field(default_factory=dict)  # each bank's enabled flag at catalog_seq
     recall_at_10: float | None = None
     recall_method: str = ""
     gpu: bool = False
@@ -116,9 +117,13 @@ class IndexVersions:
         blobs = {key: self._checked(key, files.sha256[key]) for key in files.sha256}
         table = pq.read_table(pa.BufferReader(blobs[files.ids]))
         entry_ids = np.asarray(table.column("entry_id").to_pylist(), dtype=object)
+        flags = row_flags(table)
         if manifest.params.type == "exact":
-            return Shard(manifest.params, entry_ids, table=digest_table(table.column("value").to_pylist()))
-        return Shard(manifest.params, entry_ids, index=deserialize(manifest.params, blobs[files.index]))
+            shard = Shard(manifest.params, entry_ids, table=digest_table(table.column("value").to_pylist()), **flags)
+        else:
+            shard = Shard(manifest.params, entry_ids, index=deserialize(manifest.params, blobs[files.index]), **flags)
+        shard.bank_enabled = dict(manifest.banks)
+        return shard
 
     def _checked(self, key: str, checksum: str) -> bytes:
         data = self.store.get(key)

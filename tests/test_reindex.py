@@ -86,7 +86,7 @@ def test_round_trip(store, ray_session, photo_corpus, text_corpus):
     assert bridge.entry_id in {h for h, _ in row}
 
 
-def test_disabled_and_deleted_entries_leave_the_index(local_store, ray_session, photo_corpus):
+def test_disabled_entries_are_indexed_flagged_and_deleted_ones_leave(local_store, ray_session, photo_corpus):
     catalog = Catalog(local_store)
     for bank in ("live", "off"):
         catalog.create_bank(bank)
@@ -96,9 +96,19 @@ def test_disabled_and_deleted_entries_leave_the_index(local_store, ray_session, 
     catalog.update_entry("live", live[0].entry_id, enabled=False)
     catalog.delete_entry("live", live[1].entry_id)
     manifest = reindex(settings_for(local_store), ["pdq"], store=local_store)["pdq"]
-    assert manifest.params.type == "binary_flat" and manifest.count == len(live) - 2
+    # disabled rows stay in the index, flagged, so enabling them again needs no rebuild
+    assert manifest.params.type == "binary_flat" and manifest.count == len(live) - 1 + 10
+    assert manifest.banks == {"live": True, "off": False}
     hits = search(local_store, PDQ, [e.signals["pdq"] for e in live[:3]], 100, 0)
     assert [live[2].entry_id] == [h for h, _ in hits[2]] and not any(h == live[0].entry_id for h, _ in hits[0])
+    off = search(local_store, PDQ, [pdq_of(tuple(photo_corpus[30:40]))[0]], 100, 0)
+    assert off == [[]]
+    found = 0
+    for number in range(len(manifest.shards)):
+        shard = IndexVersions(local_store, "pdq").load_shard(manifest, number)
+        shard.bank_enabled["off"] = True  # as the service does when the bank is enabled again
+        found += len(shard.search(PDQ.encode([pdq_of(tuple(photo_corpus[30:40]))[0]]), 10, 0)[0])
+    assert found == 1
 
 
 def test_empty_catalog_publishes_empty_indexes(local_store, ray_session):
