@@ -57,7 +57,20 @@ class Bank(BaseModel):
     labels: list[str] = Field(default_factory=list)
     enabled: bool = True
     created_at: str = Field(default_factory=now_iso)
+    thresholds: dict[str, float] = Field(default_factory=dict)  # per signal type, overriding the service's
     entry_count: int = 0
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_signal_types(cls, thresholds: dict[str, float]) -> dict[str, float]:
+        from .signals import SIGNAL_TYPES
+
+        for name, value in thresholds.items():
+            if name not in SIGNAL_TYPES:
+                raise ValueError(f"unknown signal type {name!r} in thresholds")
+            if value < 0:
+                raise ValueError(f"threshold for {name} must be >= 0")
+        return thresholds
 
     @field_validator("name")
     @classmethod
@@ -142,9 +155,9 @@ class Catalog:
                     return self.seq
 
     # -- banks -----------------------------------------------------------------------------
-    def create_bank(self, name: str, description: str = "", labels: Iterable[str] = ()) -> Bank:
+    def create_bank(self, name: str, description: str = "", labels: Iterable[str] = (), thresholds: dict[str, float] | None = None) -> Bank:
         try:
-            bank = Bank(name=name, description=description, labels=list(labels))
+            bank = Bank(name=name, description=description, labels=list(labels), thresholds=thresholds or {})
         except ValueError as exc:
             raise InvalidInput(f"invalid bank {name!r}: {_first_error(exc)}") from None
 
@@ -157,9 +170,13 @@ class Catalog:
 
     def update_bank(self, name: str, **changes: Any) -> Bank:
         changes = {k: v for k, v in changes.items() if v is not None}
-        unknown = set(changes) - {"description", "labels", "enabled"}
+        unknown = set(changes) - {"description", "labels", "enabled", "thresholds"}
         if unknown:
             raise InvalidInput(f"cannot change {', '.join(sorted(unknown))} of a bank")
+        try:
+            Bank(name="checked", **changes)
+        except ValueError as exc:
+            raise InvalidInput(f"invalid change to bank {name!r}: {_first_error(exc)}") from None
         self._commit({"op": "update_bank", "name": name, "changes": changes}, lambda: self._bank(name))
         return self.get_bank(name)
 

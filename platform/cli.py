@@ -13,13 +13,19 @@ import click
 from pydantic import ValidationError
 from tqdm import tqdm
 
+from .auth import is_loopback, new_token
 from .catalog import Catalog, Entry
+from .client import Client
 from .errors import InvalidInput, MediamatchError
 from .media import CONTENT_TYPES, sniff_content_type
 from .settings import Settings, load_settings
 from .signals import SIGNAL_TYPES, compute_signals, signal_types_for
 from .storage import ObjectStore, sha256_hex
 from .versions import IndexVersions
+
+
+URL_OPTION = click.option("--url", envvar="MEDIAMATCH_URL", help="a running service, e.g. http://127.0.0.1:8000")
+TOKEN_OPTION = click.option("--token", envvar="MEDIAMATCH_TOKEN", help="bearer token for --url (default: $MEDIAMATCH_TOKEN)")
 
 
 class Context:
@@ -84,18 +90,26 @@ def bank_list(obj: Context) -> None:
 @click.option("--text", help="bank this text instead of files")
 @click.option("--content-type", type=click.Choice(CONTENT_TYPES), help="default: guessed per file")
 @click.option("--metadata", help="JSON object stored with every entry")
+@URL_OPTION
+@TOKEN_OPTION
 @click.pass_obj
-def bank_add(obj: Context, bank_name: str, paths: tuple[Path, ...], text: str | None, content_type: str | None, metadata: str | None) -> None:
+def bank_add(
+    obj: Context, bank_name: str, paths: tuple[Path, ...], text: str | None, content_type: str | None, metadata: str | None, url: str | None, token: str | None
+) -> None:
     """Bank files (directories are walked, hidden files skipped) or a text.
 
-    Every input is read and hashed before the first commit, so an unknown bank, an unreadable
-    file or an undecodable image stops the command with nothing written.
+    Directly into the storage: every input is read and hashed before the first commit, so an
+    unknown bank, an unreadable file or an undecodable image stops the command with nothing
+    written. With --url, through a running service: one request (and commit) per file.
     """
     if paths and text is not None:
         raise InvalidInput("give files or directories, or --text, not both")
     if not paths and text is None:
         raise InvalidInput("give files or directories to bank, or --text")
     meta = _json_object(metadata, "--metadata")
+    if url:
+        _bank_add_http(Client(url, token), bank_name, paths, text, content_type, meta)
+        return
     settings = obj.settings
     catalog = obj.catalog()
     catalog.get_bank(bank_name)  # unknown bank: fail before any work
@@ -128,6 +142,22 @@ def bank_add(obj: Context, bank_name: str, paths: tuple[Path, ...], text: str | 
             added += catalog.add_entries(bank_name, [entry for _, entry in chunk])
             bar.update(len(chunk))
     click.echo(f"added {len(added)} entries to {bank_name}" + (f": {added[0].entry_id}" if len(added) == 1 else ""))
+
+
+def _bank_add_http(client: Client, bank_name: str, paths: tuple[Path, ...], text: str | None, content_type: str | None, meta: dict) -> None:
+    client.call("GET", f"/v1/banks/{bank_name}")  # an unknown bank fails before any upload
+    if text is not None:
+        entry = client.add_text(bank_name, text, meta)
+        click.echo(f"added 1 entry to {bank_name}: {entry['entry_id']}")
+        return
+    files = _files(paths)
+    added = []
+    for file in tqdm(files, desc="banking", unit="file", disable=None if len(files) > 1 else True):
+        try:
+            added.append(client.add_file(bank_name, file, content_type, meta))
+        except MediamatchError as exc:
+            raise type(exc)(f"{file}: {exc}; {len(added)} files were banked before it") from None
+    click.echo(f"added {len(added)} entries to {bank_name}" + (f": {added[0]['entry_id']}" if len(added) == 1 else ""))
 
 
 def _files(paths: tuple[Path, ...]) -> list[Path]:
@@ -301,6 +331,90 @@ def index_rollback(obj: Context, signal_type: str, version: str) -> None:
     """Publish an earlier (or any recorded) version of a signal type's index."""
     manifest = IndexVersions(obj.store, signal_type).rollback(version)
     click.echo(f"{signal_type} now serves {manifest.version} ({manifest.count} entries)")
+
+
+# -- the service --------------------------------------------------------------------------------
+@cli.command("serve")
+@click.option("--host", help="address to listen on (default: settings, 127.0.0.1)")
+@click.option("--port", type=click.IntRange(1, 65535), help="default: settings, 8000")
+@click.option("--address", help="an existing Ray cluster (e.g. auto or ray://head:10001); deploy there and return")
+@click.pass_obj
+def serve_command(obj: Context, host: str | None, port: int | None, address: str | None) -> None:
+    """Run the match service: a local Ray instance and the Serve application, until Ctrl-C."""
+    import time
+
+    import ray
+    from ray import serve
+
+    from mediamatch.deployments.app import build_app
+
+    settings = load_settings(obj.config, storage=obj.storage_uri, host=host, port=port, ray_address=address)
+    if not settings.tokens and not is_loopback(settings.host):
+        click.echo(f"warning: no tokens configured, so the service is anonymous and listens on 127.0.0.1, not {settings.host}", err=True)
+        settings = settings.model_copy(update={"host": "127.0.0.1"})
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    # A local instance gets at least 4 logical CPUs: replicas take fractions and mostly wait,
+    # and a reindex job started over HTTP needs whole CPUs for its Ray Data tasks beside them.
+    cpus = None if settings.ray_address else max(4, os.cpu_count() or 1)
+    ray.init(address=settings.ray_address, num_cpus=cpus, include_dashboard=False, configure_logging=False)
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(build_app(settings), name="mediamatch", route_prefix="/")
+    anonymous = " (anonymous: loopback clients only)" if not settings.tokens else ""
+    click.echo(f"mediamatch listening on http://{settings.host}:{settings.port}{anonymous}; storage {settings.storage}")
+    if settings.ray_address:
+        return  # the application lives on the cluster
+    click.echo("Ctrl-C stops it")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("stopping")
+        serve.shutdown()
+        ray.shutdown()
+
+
+@cli.command("match")
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--text", help="match this text instead of a file")
+@click.option("--banks", help="comma-separated banks to match against (default: all)")
+@click.option("--signal-types", help="comma-separated signal types (default: all that apply)")
+@click.option("--url", envvar="MEDIAMATCH_URL", default="http://127.0.0.1:8000", show_default=True, help="the service")
+@TOKEN_OPTION
+@click.option("--json", "as_json", is_flag=True, help="print the service's whole answer")
+def match_command(file: Path | None, text: str | None, banks: str | None, signal_types: str | None, url: str, token: str | None, as_json: bool) -> None:
+    """Match a file or text against the banks of a running service; one line per match."""
+    if (file is None) == (text is None):
+        raise InvalidInput("give a FILE or --text, not both" if file else "give a FILE or --text")
+    client = Client(url, token)
+    if file is not None:
+        result = client.match_file(file, banks, signal_types)
+    else:
+        split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
+        result = client.match_text(text, split(banks), split(signal_types))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    for m in result["matches"]:
+        click.echo(f"{m['bank']:<24} {m['entry_id']}  {m['signal_type']:<14} distance {m['distance']:g}  score {m['score']:.3f}  {','.join(m['labels'])}")
+    click.echo(f"{len(result['matches'])} matches in {result['took_ms']:.1f} ms")
+
+
+@cli.group()
+def token() -> None:
+    """Client team tokens."""
+
+
+@token.command("create")
+@click.option("--team", required=True)
+@click.option("--role", "roles", multiple=True, required=True, type=click.Choice(["match", "bank_write", "admin"]))
+@click.option("--bank", "banks", multiple=True, help="limit bank_write to this bank (repeatable)")
+def token_create(team: str, roles: tuple[str, ...], banks: tuple[str, ...]) -> None:
+    """Make a token: give the token to the team, put the printed settings entry in the config."""
+    secret, digest = new_token()
+    entry = {"team": team, "token_sha256": digest, "roles": list(roles)} | ({"banks": list(banks)} if banks else {})
+    click.echo(f"token (shown once): {secret}")
+    click.echo("settings entry (under `tokens:` in the YAML config):")
+    click.echo("  - " + json.dumps(entry))
 
 
 def main() -> None:

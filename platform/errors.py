@@ -1,31 +1,64 @@
-"""Errors with a meaning at the edge: the CLI prints them in one line, the API maps them to 4xx/5xx."""
+"""Errors with a meaning at the edge: the CLI prints them in one line, the API maps them to a
+status code (`status`) and the body `{"error": {"code": <code>, "message": <message>}}`."""
 
 
 class MediamatchError(Exception):
     """Base: a message a user can act on."""
 
     code = "error"
+    status = 400
 
 
 class NotFound(MediamatchError):
     code = "not_found"
+    status = 404
 
 
 class Conflict(MediamatchError):
     code = "conflict"
+    status = 409
 
 
 class InvalidInput(MediamatchError):
     code = "invalid_input"
+    status = 422
+
+
+class MalformedRequest(InvalidInput):
+    code = "malformed_request"
+    status = 400
 
 
 class UnsupportedMedia(InvalidInput):
     code = "unsupported_media"
+    status = 422
+
+
+class UnsupportedContentType(InvalidInput):
+    code = "unsupported_content_type"
+    status = 415
 
 
 class TooLarge(InvalidInput):
     code = "too_large"
+    status = 413
+
+
+class Unauthorized(MediamatchError):
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(MediamatchError):
+    code = "forbidden"
+    status = 403
 
 
 class StorageError(MediamatchError):
     code = "storage_unavailable"
+    status = 503
+
+
+class NotReady(MediamatchError):
+    code = "not_ready"
+    status = 503

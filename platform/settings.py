@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict, YamlConfigSettingsSource
@@ -35,6 +35,42 @@ class LimitSettings(BaseModel):
     max_text_chars: int = 100_000
 
 
+class DeploymentSettings(BaseModel):
+    """Replicas and load of one Serve deployment (its `autoscaling_config` and actor options)."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(4, gt=0)
+    max_ongoing_requests: int = Field(32, ge=1)
+    num_cpus: float = Field(0.1, ge=0, description="logical CPUs per replica (replicas mostly wait on I/O and each other)")
+    num_gpus: float | None = Field(None, ge=0, description="None: 1 for model deployments when the cluster has GPUs")
+
+
+class ServeSettings(BaseModel):
+    ingress: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(max_ongoing_requests=64, target_ongoing_requests=8))
+    hasher: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.25))
+    embedder: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.5, max_replicas=1))
+    searcher: DeploymentSettings = Field(default_factory=DeploymentSettings)
+    signal_types: list[str] | None = Field(None, description="signal types served; None: every known one")
+    search_slots: int = Field(1, ge=1, description="searcher deployments per signal type; slot i holds shards i, i+slots, ...")
+    poll_seconds: float = Field(1.0, gt=0, description="how often searchers look for a new index version and catalog commits")
+    max_batch_size: int = Field(32, ge=1)
+    batch_wait_ms: float = Field(2.0, ge=0)
+    max_matches: int = Field(100, ge=1, description="matches per signal type per request")
+
+
+Role = Literal["match", "bank_write", "admin"]
+
+
+class TeamToken(BaseModel):
+    """A client team's bearer token: only its SHA-256 is configured (`mediamatch token create`)."""
+
+    team: str
+    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    roles: list[Role]
+    banks: list[str] | None = Field(None, description="bank_write only on these banks; None: every bank")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDIAMATCH_", env_nested_delimiter="__", extra="forbid")
 
@@ -48,6 +84,8 @@ class Settings(BaseSettings):
     index: IndexSettings = Field(default_factory=IndexSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     commit_batch: int = Field(500, ge=1, description="entries per catalog commit when banking many files")
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    tokens: list[TeamToken] = Field(default_factory=list, description="no tokens: anonymous, loopback only")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

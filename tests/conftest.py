@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import socket
 import subprocess
@@ -36,7 +37,7 @@ def ray_session():
     # workers import test modules too (test-only classes such as the fault-injecting store travel by pickle)
     tests = os.path.dirname(os.path.abspath(__file__))
     ray.init(
-        num_cpus=2,
+        num_cpus=4,  # logical: Serve replicas take fractions and mostly wait; reindex tasks need whole CPUs beside them
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=False,
@@ -171,3 +172,143 @@ def text_corpus() -> list[str]:
         if len(texts) >= 1000:
             return texts[:1000]
     raise RuntimeError(f"only {len(texts)} texts found")
+
+
+OPENCLIPART = Path("/usr/share/openclipart")
+
+
+@pytest.fixture(scope="session")
+def real_photos() -> list[bytes]:
+    if not OPENCLIPART.is_dir():
+        pytest.skip("Debian's openclipart-png is not installed (`make test` installs it where apt-get can)")
+    return load_real_photos(400)
+
+
+def load_real_photos(count: int) -> list[bytes]:
+    """`count` unrelated real images as JPEG (at most 512 px), each with a PDQ hash more than 63
+    bits from every other's: the conformance photos, scikit-image's samples, then a seeded draw
+    of Debian's openclipart-png drawings (flattened onto white)."""
+    import random
+
+    from mediamatch.platform.signals import SIGNAL_TYPES
+
+    pdq = SIGNAL_TYPES["pdq"]
+    drawings = sorted(OPENCLIPART.rglob("*.png"))
+    random.Random(3).shuffle(drawings)
+    photos, hashes = [], []
+    for image in itertools.chain(source_photos(), (_flatten(p) for p in drawings)):
+        if image is None:
+            continue
+        image.thumbnail((512, 512))
+        photo = jpeg(image)
+        value = pdq.compute(photo).value
+        if value is not None and all(pdq.distance(value, h) > 63 for h in hashes):  # the conformance set holds edits of one photo
+            hashes.append(value)
+            photos.append(photo)
+        if len(photos) == count:
+            return photos
+    raise RuntimeError(f"only {len(photos)} usable photos")
+
+
+def _flatten(path: Path):
+    """A drawing on white, or None when it is huge or mostly background (line art hashes poorly)."""
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as image:
+                if image.width * image.height > 16_000_000:
+                    return None
+                rgba = image.convert("RGBA")
+        except (OSError, Image.DecompressionBombError):
+            return None
+    canvas = Image.new("RGBA", rgba.size, "white")
+    canvas.alpha_composite(rgba)
+    flat = canvas.convert("RGB")
+    flat.thumbnail((512, 512))
+    return flat if (np.asarray(flat.convert("L")) > 245).mean() <= MAX_BACKGROUND else None
+
+
+MAX_BACKGROUND = 0.5
+
+
+# -- the match service --------------------------------------------------------------------------
+class Service:
+    """The Serve application on loopback, and HTTP helpers with each test team's token."""
+
+    TOKENS = {"admin": ["admin"], "matcher": ["match"], "writer": ["bank_write", "match"], "team-a": ["bank_write"]}
+
+    def __init__(self, url: str, store: ObjectStore, settings):
+        import requests
+
+        self.url, self.store, self.settings = url, store, settings
+        self.http = requests.Session()
+
+    def token(self, team: str) -> str:
+        return f"test-token-{team}"
+
+    def call(self, method: str, path: str, team: str | None = "admin", **kwargs):
+        headers = kwargs.pop("headers", {})
+        if team:
+            headers["Authorization"] = f"Bearer {self.token(team)}"
+        return self.http.request(method, self.url + path, headers=headers, timeout=120, **kwargs)
+
+    def ok(self, method: str, path: str, team: str | None = "admin", **kwargs):
+        response = self.call(method, path, team, **kwargs)
+        assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text[:300]}"
+        return response.json() if response.content else None
+
+    def wait_job(self, job_id: str, timeout: float = 300) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status = self.ok("GET", f"/v1/reindex/{job_id}")
+            if status["state"] in ("succeeded", "failed"):
+                return status
+            time.sleep(0.5)
+        raise TimeoutError(f"reindex job {job_id} did not finish")
+
+    def wait_serving(self, signal_type: str, version: str, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        while self.ok("GET", "/v1/indexes")[signal_type]["serving"] != version:
+            assert time.time() < deadline, f"{signal_type} searchers never served {version}"
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def service(ray_session, tmp_path_factory):
+    """The whole application (ingress, hasher, embedder, a searcher per signal type) on a free
+    loopback port over a local store, with tokens for four test teams."""
+    import requests
+    from ray import serve
+
+    from mediamatch.deployments.app import build_app
+    from mediamatch.platform.auth import token_digest
+    from mediamatch.platform.settings import Settings
+
+    store = ObjectStore(str(tmp_path_factory.mktemp("service") / "store"))
+    tokens = [
+        {"team": team, "token_sha256": token_digest(f"test-token-{team}"), "roles": roles, **({"banks": ["team-a"]} if team == "team-a" else {})}
+        for team, roles in Service.TOKENS.items()
+    ]
+    replica = {"min_replicas": 1, "max_replicas": 1}
+    settings = Settings(
+        storage=store.uri,
+        tokens=tokens,
+        limits={"max_upload_bytes": 2_000_000, "max_image_pixels": 4_000_000, "max_text_chars": 20_000},
+        serve={"poll_seconds": 0.2, **{name: replica for name in ("ingress", "hasher", "embedder", "searcher")}},
+        index={"flat_max": 1000, "recall_queries": 50},
+    )
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(settings), name="mediamatch", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while requests.get(url + "/readyz", timeout=10).status_code != 200:
+        assert time.time() < deadline, "the service never became ready"
+        time.sleep(0.5)
+    yield Service(url, store, settings)
+    serve.shutdown()

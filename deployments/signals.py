@@ -1,0 +1,62 @@
+"""Signal deployments: compute signals of uploaded media and texts, batched across requests.
+
+One class serves every signal type: the hasher is a `SignalComputer` of the cheap types (PDQ,
+MD5, normalised text), and each model gets its own (`text_embedding` now; image, video and
+audio models plug in the same way), with a GPU when the cluster has them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ray import serve
+
+from mediamatch.platform.errors import MediamatchError
+from mediamatch.platform.settings import Settings
+from mediamatch.platform.signals import Signal, get_signal_type
+
+log = logging.getLogger("ray.serve")
+
+Item = tuple[bytes | str, str]  # content, content type
+Computed = dict[str, Signal] | MediamatchError  # one item's signals, or why it has none
+
+
+@serve.deployment
+class SignalComputer:
+    def __init__(self, settings: dict[str, Any], signal_types: list[str]):
+        self.settings = Settings(**settings)
+        self.types = [get_signal_type(name) for name in signal_types]
+        self.compute.set_max_batch_size(self.settings.serve.max_batch_size)
+        self.compute.set_batch_wait_timeout_s(self.settings.serve.batch_wait_ms / 1000)
+        for signal_type in self.types:
+            if signal_type.needs_model:  # load the model now, not on the first request
+                signal_type.compute_batch(["warm up"], self.settings.limits)
+
+    @serve.batch
+    async def compute(self, items: list[Item]) -> list[Computed]:
+        return await asyncio.to_thread(self.compute_items, items)
+
+    def compute_items(self, items: list[Item]) -> list[Computed]:
+        """Each item's signals of the types it has; an item that cannot be read gets its error."""
+        out: list[Computed] = [{} for _ in items]
+        for signal_type in self.types:
+            mine = [i for i, (_, ctype) in enumerate(items) if ctype in signal_type.content_types and isinstance(out[i], dict)]
+            if not mine:
+                continue
+            for i, result in zip(mine, self._batch(signal_type, [items[i][0] for i in mine])):
+                out[i] = result if isinstance(result, MediamatchError) else {**out[i], signal_type.name: result}
+        return out
+
+    def _batch(self, signal_type, contents: list) -> list[Signal | MediamatchError]:
+        try:
+            return signal_type.compute_batch(contents, self.settings.limits)
+        except MediamatchError:  # one bad item spoils a batch: redo one at a time
+            out = []
+            for content in contents:
+                try:
+                    out.append(signal_type.compute(content, self.settings.limits))
+                except MediamatchError as exc:
+                    out.append(exc)
+            return out

@@ -1,0 +1,93 @@
+"""Reindex jobs started over HTTP: a Ray task runs `reindex`, its status lives in object storage.
+
+The status (`jobs/reindex/<job_id>.json`) is rewritten as the job progresses, so any ingress
+replica, or one started after the job, can report it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import ray
+from pydantic import BaseModel, Field
+
+from mediamatch.platform.errors import NotFound
+from mediamatch.platform.settings import Settings
+from mediamatch.platform.storage import ObjectStore
+
+JOBS_PREFIX = "jobs/reindex"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    state: Literal["pending", "running", "succeeded", "failed"] = "pending"
+    progress: float = 0.0
+    message: str = ""
+    signal_types: list[str] | None = None
+    version: str | None = Field(None, description="the published version, when the job built one signal type")
+    versions: dict[str, str] = Field(default_factory=dict, description="published version per signal type")
+    error: str | None = None
+    created_at: str = Field(default_factory=_now)
+    finished_at: str | None = None
+
+
+def status_key(job_id: str) -> str:
+    return f"{JOBS_PREFIX}/{job_id}.json"
+
+
+def write_status(store: ObjectStore, status: JobStatus) -> None:
+    store.put_json(status_key(status.job_id), status.model_dump())
+
+
+def read_status(store: ObjectStore, job_id: str) -> JobStatus:
+    if not job_id.replace("_", "").replace("-", "").isalnum():
+        raise NotFound(f"no reindex job {job_id!r}")
+    try:
+        return JobStatus(**store.get_json(status_key(job_id)))
+    except FileNotFoundError:
+        raise NotFound(f"no reindex job {job_id!r}") from None
+
+
+def submit(settings: Settings, signal_types: list[str] | None) -> tuple[JobStatus, ray.ObjectRef]:
+    """Record a pending job and start it; returns its status and the task's ref."""
+    store = ObjectStore.from_settings(settings)
+    status = JobStatus(job_id=f"r_{int(time.time())}_{secrets.token_hex(4)}", signal_types=signal_types)
+    write_status(store, status)
+    return status, run_reindex.remote(settings.model_dump(), status)
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def run_reindex(settings: dict[str, Any], status: JobStatus) -> JobStatus:
+    """The job: the reindex pipeline, reporting progress at most twice a second."""
+    from mediamatch.indexing.reindex import reindex
+
+    config = Settings(**settings)
+    store = ObjectStore.from_settings(config)
+    last = 0.0
+
+    def progress(fraction: float, message: str) -> None:
+        nonlocal last
+        status.state, status.progress, status.message = "running", round(fraction, 3), message
+        if time.monotonic() - last > 0.5:
+            last = time.monotonic()
+            write_status(store, status)
+
+    status.state = "running"
+    write_status(store, status)
+    try:
+        published = reindex(config, status.signal_types, progress=progress, store=store)
+        status.versions = {name: m.version for name, m in published.items()}
+        status.version = next(iter(status.versions.values())) if len(status.versions) == 1 else None
+        status.state, status.progress, status.message = "succeeded", 1.0, "published"
+    except Exception as exc:
+        status.state, status.error = "failed", f"{type(exc).__name__}: {exc}"
+    status.finished_at = _now()
+    write_status(store, status)
+    return status
