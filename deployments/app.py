@@ -43,6 +43,24 @@ def served_types(settings: Settings) -> list[str]:
     return [get_signal_type(n).name for n in (settings.serve.signal_types or list(SIGNAL_TYPES))]
 
 
+def searcher_name(signal_type: str, slot: int) -> str:
+    return f"Searcher-{signal_type}-{slot}"
+
+
+def embedder_name(signal_type: str) -> str:
+    return f"Embedder-{signal_type}"
+
+
+def deployment_names(settings: Settings) -> list[str]:
+    """Every deployment `build_app` makes, by the names a Serve config refers to them."""
+    names = served_types(settings)
+    return (
+        ["Ingress", "Hasher"]
+        + [embedder_name(n) for n in names if SIGNAL_TYPES[n].needs_model]
+        + [searcher_name(n, slot) for n in names for slot in range(settings.serve.search_slots)]
+    )
+
+
 def build_app(settings: Settings) -> Application:
     serve_cfg, config = settings.serve, settings.model_dump(mode="json")
     names = served_types(settings)
@@ -50,11 +68,11 @@ def build_app(settings: Settings) -> Application:
     computers = {"hasher": SignalComputer.options(**deployment_options(serve_cfg.hasher, "Hasher")).bind(config, cheap)}
     for name in names:
         if SIGNAL_TYPES[name].needs_model:
-            options = deployment_options(serve_cfg.embedder, f"Embedder-{name}", model=True)
+            options = deployment_options(serve_cfg.embedder, embedder_name(name), model=True)
             computers[f"embed-{name}"] = SignalComputer.options(**options).bind(config, [name])
     searchers = {
         name: [
-            ShardSearcher.options(**deployment_options(serve_cfg.searcher, f"Searcher-{name}-{slot}")).bind(config, name, slot, serve_cfg.search_slots)
+            ShardSearcher.options(**deployment_options(serve_cfg.searcher, searcher_name(name, slot))).bind(config, name, slot, serve_cfg.search_slots)
             for slot in range(serve_cfg.search_slots)
         ]
         for name in names

@@ -1,8 +1,10 @@
 """The command line, as a user scripts it: exit codes, one-line errors, nothing half-written."""
 
 import csv
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -96,3 +98,60 @@ def test_index_list_and_reindex(run, ray_session):
     assert result.exit_code == 0 and "v00000001" in result.output
     listing = run("index", "list", "--all").output
     assert "*v00000001" in listing and "12 entries" in listing
+
+
+def test_http_mode_bank_add_and_match(service, photo_corpus, tmp_path):
+    """`bank add --url` and `match --url` against the running service, with a token from the env."""
+    service.ok("POST", "/v1/banks", json={"name": "cli-http"})
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(photo_corpus[7])
+    env = {"MEDIAMATCH_TOKEN": service.token("writer")}
+    runner = CliRunner(env=env)
+    added = runner.invoke(cli, ["bank", "add", "cli-http", str(photo), "--url", service.url, "--metadata", '{"n": 1}'], catch_exceptions=False)
+    assert added.exit_code == 0 and "added 1 entries to cli-http: e_" in added.output
+    entry_id = added.output.strip().rsplit(" ", 1)[1]
+    matched = runner.invoke(cli, ["match", str(photo), "--url", service.url, "--banks", "cli-http"], catch_exceptions=False)
+    assert matched.exit_code == 0 and entry_id in matched.output and "2 matches" in matched.output
+    text = runner.invoke(cli, ["match", "--text", "nothing like it was ever banked", "--url", service.url, "--json"], catch_exceptions=False)
+    assert text.exit_code == 0 and '"content_type": "text"' in text.output
+    # errors from the service are one line and exit 1; nothing is banked into an unknown bank
+    result = subprocess.run(
+        [sys.executable, "-c", "from mediamatch.platform.cli import main; main()", "bank", "add", "no-such-bank", str(photo), "--url", service.url],
+        capture_output=True, text=True, env={**os.environ, **env},
+    )
+    assert result.returncode == 1 and result.stderr.startswith("error: no bank named 'no-such-bank' (HTTP 404 not_found)")
+    refused = subprocess.run(
+        [sys.executable, "-c", "from mediamatch.platform.cli import main; main()", "match", str(photo), "--url", service.url],
+        capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "MEDIAMATCH_TOKEN"},
+    )
+    assert refused.returncode == 1 and "HTTP 401 unauthorized" in refused.stderr
+
+
+def test_token_create_prints_a_usable_settings_entry():
+    import json
+
+    from mediamatch.platform.auth import Authenticator
+    from mediamatch.platform.settings import TeamToken
+
+    result = CliRunner().invoke(cli, ["token", "create", "--team", "t1", "--role", "bank_write", "--bank", "b1"], catch_exceptions=False)
+    lines = result.output.splitlines()
+    token = lines[0].split(": ", 1)[1]
+    entry = TeamToken(**json.loads(lines[2].strip()[2:]))
+    assert token not in lines[2] and entry.banks == ["b1"]
+    principal = Authenticator([entry]).authenticate(f"Bearer {token}", "10.0.0.1")
+    assert principal.team == "t1" and principal.allows("bank_write", "b1") and not principal.allows("bank_write", "b2")
+
+
+def test_serve_config_is_valid_for_serve_and_names_every_deployment():
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from mediamatch.deployments.app import app_builder, deployment_names
+    from mediamatch.platform.settings import load_settings
+
+    path = Path(__file__).resolve().parents[1] / "deployments" / "serve_config.yaml"
+    config = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text()))
+    (application,) = config.applications
+    named = {d.name for d in application.deployments}
+    assert named == set(deployment_names(load_settings(**application.args)))
+    assert app_builder(dict(application.args)) is not None

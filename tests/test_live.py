@@ -1,0 +1,85 @@
+"""LiveIndex: what a searcher holds follows the catalog commit by commit and swaps versions whole."""
+
+from __future__ import annotations
+
+from mediamatch.indexing.reindex import reindex
+from mediamatch.platform.catalog import Catalog, Entry
+from mediamatch.platform.live import LiveIndex
+from mediamatch.platform.settings import IndexSettings, Settings
+from mediamatch.platform.signals import SIGNAL_TYPES
+
+PDQ = SIGNAL_TYPES["pdq"]
+
+
+def hashes(n: int, seed: int = 0) -> list[str]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, 32, dtype=np.uint8).tobytes().hex() for _ in range(n)]
+
+
+def found(live: LiveIndex, value: str, banks=None) -> list[str]:
+    live.catch_up(live.state)
+    _, (hits,) = live.search(PDQ.encode([value]), 10, 31, banks)
+    return [entry_id for entry_id, _, _ in hits]
+
+
+def add(catalog: Catalog, bank: str, values: list[str]) -> list[Entry]:
+    return catalog.add_entries(bank, [Entry(bank=bank, content_type="photo", signals={"pdq": v}) for v in values])
+
+
+def test_delta_follows_every_catalog_change(local_store):
+    catalog = Catalog(local_store)
+    catalog.create_bank("a")
+    catalog.create_bank("b")
+    live = LiveIndex(local_store, PDQ)
+    (x,) = add(catalog, "a", hashes(1, 1))
+    (y,) = add(catalog, "b", hashes(1, 2))
+    assert found(live, x.signals["pdq"]) == [x.entry_id]
+    assert found(live, y.signals["pdq"], banks={"a"}) == []
+    catalog.update_entry("a", x.entry_id, enabled=False)
+    assert found(live, x.signals["pdq"]) == []
+    catalog.update_entry("a", x.entry_id, enabled=True)
+    catalog.update_bank("a", enabled=False)
+    assert found(live, x.signals["pdq"]) == []
+    catalog.update_bank("a", enabled=True)
+    assert found(live, x.signals["pdq"]) == [x.entry_id]
+    catalog.delete_bank("a")
+    catalog.create_bank("a")  # the same name again starts empty
+    assert found(live, x.signals["pdq"]) == []
+    (z,) = add(catalog, "a", [x.signals["pdq"]])
+    assert found(live, x.signals["pdq"]) == [z.entry_id]
+    catalog.delete_entry("b", y.entry_id)
+    assert found(live, y.signals["pdq"]) == [] and live.status()["live_delta"] == 1
+
+
+def test_slots_split_the_delta(local_store):
+    catalog = Catalog(local_store)
+    catalog.create_bank("a")
+    entries = add(catalog, "a", hashes(40, 3))
+    slots = [LiveIndex(local_store, PDQ, slot, 2) for slot in range(2)]
+    for entry in entries:
+        assert sum(found(s, entry.signals["pdq"]) == [entry.entry_id] for s in slots) == 1
+    assert sum(s.status()["live_delta"] for s in slots) == 40 and min(s.status()["live_delta"] for s in slots) > 5
+
+
+def test_published_version_swaps_in_and_flags_survive(local_store, ray_session):
+    catalog = Catalog(local_store)
+    catalog.create_bank("a")
+    entries = add(catalog, "a", hashes(30, 4))
+    catalog.update_entry("a", entries[0].entry_id, enabled=False)
+    live = LiveIndex(local_store, PDQ)
+    assert live.status() == {"version": None, "count": 0, "live_delta": 29, "catalog_seq": catalog.seq}
+    settings = Settings(storage=local_store.uri, index=IndexSettings(shards=2))
+    manifest = reindex(settings, ["pdq"], store=local_store)["pdq"]
+    (later,) = add(catalog, "a", hashes(1, 5))
+    assert live.refresh() is True and live.refresh() is False
+    assert live.status() == {"version": manifest.version, "count": 30, "live_delta": 1, "catalog_seq": catalog.seq}
+    assert found(live, later.signals["pdq"]) == [later.entry_id]
+    assert found(live, entries[0].signals["pdq"]) == []
+    catalog.update_entry("a", entries[0].entry_id, enabled=True)  # indexed, flagged: no rebuild needed
+    assert found(live, entries[0].signals["pdq"]) == [entries[0].entry_id]
+    old = live.state
+    catalog.update_entry("a", entries[1].entry_id, enabled=False)
+    live.versions.rollback(manifest.version)  # the pointer moves (to the same version): nothing to swap
+    assert live.refresh() is False and live.state is old and found(live, entries[1].signals["pdq"]) == []
