@@ -20,7 +20,7 @@ from .searcher import ShardSearcher
 from .signals import SignalComputer
 
 
-def deployment_options(config: DeploymentSettings, name: str, model: bool = False) -> dict[str, Any]:
+def deployment_options(config: DeploymentSettings, name: str, access_log: bool, model: bool = False) -> dict[str, Any]:
     """Serve options of one deployment: autoscaling, concurrency, resources (a GPU for a model
     deployment when the cluster has one and the settings do not say otherwise)."""
     gpus = config.num_gpus
@@ -36,6 +36,7 @@ def deployment_options(config: DeploymentSettings, name: str, model: bool = Fals
             "target_ongoing_requests": config.target_ongoing_requests,
         },
         "ray_actor_options": {"num_cpus": config.num_cpus, "num_gpus": gpus},
+        "logging_config": {"enable_access_log": access_log},
     }
 
 
@@ -65,19 +66,19 @@ def build_app(settings: Settings) -> Application:
     serve_cfg, config = settings.serve, settings.model_dump(mode="json")
     names = served_types(settings)
     cheap = [n for n in names if not SIGNAL_TYPES[n].needs_model]
-    computers = {"hasher": SignalComputer.options(**deployment_options(serve_cfg.hasher, "Hasher")).bind(config, cheap)}
+    computers = {"hasher": SignalComputer.options(**deployment_options(serve_cfg.hasher, "Hasher", serve_cfg.access_log)).bind(config, cheap)}
     for name in names:
         if SIGNAL_TYPES[name].needs_model:
-            options = deployment_options(serve_cfg.embedder, embedder_name(name), model=True)
+            options = deployment_options(serve_cfg.embedder, embedder_name(name), serve_cfg.access_log, model=True)
             computers[f"embed-{name}"] = SignalComputer.options(**options).bind(config, [name])
     searchers = {
         name: [
-            ShardSearcher.options(**deployment_options(serve_cfg.searcher, searcher_name(name, slot))).bind(config, name, slot, serve_cfg.search_slots)
+            ShardSearcher.options(**deployment_options(serve_cfg.searcher, searcher_name(name, slot), serve_cfg.access_log)).bind(config, name, slot, serve_cfg.search_slots)
             for slot in range(serve_cfg.search_slots)
         ]
         for name in names
     }
-    return Ingress.options(**deployment_options(serve_cfg.ingress, "Ingress")).bind(config, computers, searchers)
+    return Ingress.options(**deployment_options(serve_cfg.ingress, "Ingress", serve_cfg.access_log)).bind(config, computers, searchers)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -30,6 +30,7 @@ from mediamatch.platform.catalog import Catalog, Entry
 from mediamatch.platform.errors import (
     Forbidden,
     InvalidInput,
+    NotFound,
     MalformedRequest,
     MediamatchError,
     NotReady,
@@ -227,6 +228,7 @@ class Ingress:
         self.settings = Settings(**settings)
         self.store = ObjectStore.from_settings(self.settings)
         self.catalog = Catalog(self.store)
+        self.catalog.refresh()  # load it now: the replica is not ready until it has
         self.auth = Authenticator(self.settings.tokens)
         self.computers = computers  # "hasher" / "embed-<signal type>" -> handle
         self.searchers = searchers  # signal type -> one handle per slot
@@ -283,6 +285,7 @@ class Ingress:
     async def readyz(self) -> dict:
         try:
             statuses = await asyncio.wait_for(self.searcher_statuses(), timeout=5)
+            await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self.computers.values())), timeout=5)
         except Exception as exc:
             raise NotReady(f"index searchers are not ready: {type(exc).__name__}: {exc}") from None
         return {"ready": True, "indexes": {name: {"version": s["version"], "count": s["count"]} for name, s in statuses.items()}}
@@ -447,8 +450,9 @@ class Ingress:
             banks, requested = body.banks, body.signal_types
             parts = self.parts_of(body)
         seq = await self.run(self.catalog.refresh)  # searchers apply at least this much of the catalog
-        for bank in banks or ():
-            self.catalog.get_bank(bank)
+        unknown = [bank for bank in banks or () if bank not in self.catalog.banks]
+        if unknown:
+            raise NotFound(f"no bank named {unknown[0]!r}")
         results = await asyncio.gather(*(self.match_part(name, content, ctype, raw, banks, requested, seq) for name, content, ctype, raw in parts))
         signals, matches, versions = {}, [], {}
         for part_signals, part_matches, part_versions in results:

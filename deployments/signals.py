@@ -34,6 +34,9 @@ class SignalComputer:
             if signal_type.needs_model:  # load the model now, not on the first request
                 signal_type.compute_batch(["warm up"], self.settings.limits)
 
+    def ready(self) -> bool:
+        return True
+
     @serve.batch
     async def compute(self, items: list[Item]) -> list[Computed]:
         return await asyncio.to_thread(self.compute_items, items)

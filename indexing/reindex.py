@@ -212,7 +212,7 @@ def build_index(
         stages[stage] = round(now - clock, 3)
         clock = now
 
-    recorded = None
+    recorded, pending = None, []
     try:
         report(0.02, "reading signals")
         ds = ds.materialize()
@@ -264,6 +264,8 @@ def build_index(
     except BaseException:
         if recorded is None:  # nothing names these files: remove them (best effort)
             try:
+                if pending:  # let shard tasks still writing finish, or their files outlive the cleanup
+                    ray.wait(pending, num_returns=len(pending), timeout=120)
                 store.delete_prefix(prefix)
             except Exception as exc:
                 log.warning("could not remove the failed build's files under %s: %s", prefix, exc)

@@ -55,7 +55,8 @@ class ServeSettings(BaseModel):
     search_slots: int = Field(1, ge=1, description="searcher deployments per signal type; slot i holds shards i, i+slots, ...")
     poll_seconds: float = Field(1.0, gt=0, description="how often searchers look for a new index version and catalog commits")
     max_batch_size: int = Field(32, ge=1)
-    batch_wait_ms: float = Field(2.0, ge=0)
+    batch_wait_ms: float = Field(0.0, ge=0, description="wait this long for a batch to fill; 0: batch what is queued")
+    access_log: bool = Field(False, description="Serve's per-request log lines (costly at high rates; /metrics counts requests)")
     max_matches: int = Field(100, ge=1, description="matches per signal type per request")
 
 

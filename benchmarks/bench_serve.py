@@ -1,0 +1,252 @@
+"""Match latency and throughput: the Serve application vs a plain FastAPI + faiss server.
+
+    python benchmarks/bench_serve.py [--n 1000000] [--seconds 15] [--concurrency 1,8] [--json out.json]
+
+One run, one machine, the same data and the same client for both:
+  0. bank N PDQ hashes (seeded random, plus the hashes of the real test photos so uploads
+     match) in a catalog in a temp dir, and build + publish the index with the reindex job
+     (a multi-hash index: exact within 31 bits). Untimed.
+  1. the service: `build_app` on a local Ray instance (pdq and md5 served), on loopback;
+  2. the baseline, after Ray is shut down: `plain_server.py` under uvicorn, one process,
+     loading the same hashes into the same faiss index.
+For each server and request kind, closed-loop clients (threads, one HTTP session each) send
+requests for `--seconds` after a 2 s warm-up, at each concurrency: p50/p99 latency of every
+request and the achieved requests per second. Kinds: `hash` (JSON `{"signals": {"pdq": ...}}`,
+a banked hash with 0-8 bits flipped) and `photo` (a multipart JPEG upload, decoded and hashed
+by the server). The servers' resident memory (the whole process tree) is sampled once loaded.
+The client runs on the same 2 cores as the servers: read the figures as relative.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import requests
+import psutil  # after ray: the venv's psutil is the copy Ray ships
+
+from mediamatch.platform.catalog import Catalog, Entry
+from mediamatch.platform.settings import Settings
+from mediamatch.platform.signals import SIGNAL_TYPES
+from mediamatch.platform.storage import ObjectStore
+
+HERE = Path(__file__).resolve().parent
+CONFORMANCE = HERE.parents[1] / "shared" / "conformance"
+PDQ = SIGNAL_TYPES["pdq"]
+BATCH = 50_000
+GIB = 1 << 30
+
+
+def real_photos() -> list[bytes]:
+    """JPEGs of the conformance photos and scikit-image's samples (as the tests use)."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from conftest import jpeg, source_photos
+
+    return [jpeg(image) for image in source_photos()]
+
+
+def bank(store: ObjectStore, n: int, photo_hashes: list[str], seed: int) -> list[str]:
+    """N entries in bank `bench`; returns their PDQ hashes (the photos' first)."""
+    rng = np.random.default_rng(seed)
+    catalog = Catalog(store)
+    catalog.create_bank("bench", labels=["bench"])
+    hashes = list(dict.fromkeys(photo_hashes))
+    random_codes = rng.integers(0, 256, (n - len(hashes), 32), dtype=np.uint8)
+    hashes += [row.tobytes().hex() for row in random_codes]
+    ids = []
+    for start in range(0, n, BATCH):
+        added = catalog.add_entries("bench", [Entry(bank="bench", content_type="photo", signals={"pdq": h}) for h in hashes[start : start + BATCH]])
+        ids += [e.entry_id for e in added]
+        print(f"  banked {start + len(added):,} / {n:,}", end="\r", flush=True)
+    print()
+    return ids, hashes
+
+
+def hash_queries(hashes: list[str], count: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed + 1)
+    out = []
+    for row in rng.integers(0, len(hashes), count):
+        bits = np.unpackbits(np.frombuffer(bytes.fromhex(hashes[row]), dtype=np.uint8))
+        bits[rng.choice(256, int(rng.integers(0, 9)), replace=False)] ^= 1
+        out.append({"signals": {"pdq": np.packbits(bits).tobytes().hex()}})
+    return out
+
+
+def load(url: str, kind: str, bodies: list, concurrency: int, seconds: float) -> dict:
+    """Closed-loop clients for `seconds` (after a 2 s warm-up); latency of every request."""
+    latencies: list[float] = []
+    errors = [0]
+    stop_at = [0.0]
+    lock = threading.Lock()
+
+    def client(number: int) -> None:
+        session = requests.Session()
+        i = number
+        while time.perf_counter() < stop_at[0]:
+            body = bodies[i % len(bodies)]
+            i += concurrency
+            started = time.perf_counter()
+            if kind == "photo":
+                response = session.post(url + "/v1/match", files={"file": ("photo.jpg", body, "image/jpeg")}, timeout=60)
+            else:
+                response = session.post(url + "/v1/match", json=body, timeout=60)
+            elapsed = time.perf_counter() - started
+            ok = response.status_code == 200 and response.json()["matches"]
+            with lock:
+                if measuring[0]:
+                    latencies.append(elapsed) if ok else None
+                    errors[0] += 0 if ok else 1
+
+    measuring = [False]
+    stop_at[0] = time.perf_counter() + 2 + seconds
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(concurrency)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    measuring[0] = True
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    took = time.perf_counter() - began
+    ms = np.array(latencies) * 1000
+    return {
+        "requests": len(latencies),
+        "errors": errors[0],
+        "rps": round(len(latencies) / took, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2) if len(ms) else None,
+        "p99_ms": round(float(np.percentile(ms, 99)), 2) if len(ms) else None,
+    }
+
+
+def tree_rss(pid: int) -> float:
+    root = psutil.Process(pid)
+    total = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return round(total / GIB, 2)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, path: str, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if requests.get(url + path, timeout=5).status_code < 500:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not come up")
+
+
+def run_loads(url: str, workloads: dict, concurrencies: list[int], seconds: float, label: str) -> dict:
+    out = {}
+    for kind, bodies in workloads.items():
+        for c in concurrencies:
+            result = load(url, kind, bodies, c, seconds)
+            out[f"{kind}@{c}"] = result
+            print(f"  {label:<8} {kind:<6} concurrency {c:>2}: {result}", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--concurrency", default="1,8")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as workdir:
+        store = ObjectStore(os.path.join(workdir, "store"))
+        photos = real_photos()
+        photo_hashes = [PDQ.compute(p).value for p in photos]
+        photos = [p for p, h in zip(photos, photo_hashes) if h]
+        print(f"banking {args.n:,} PDQ hashes ({len(photos)} of real photos)", flush=True)
+        t0 = time.perf_counter()
+        ids, hashes = bank(store, args.n, [h for h in photo_hashes if h], args.seed)
+        bank_seconds = time.perf_counter() - t0
+
+        from ray import serve
+
+        from mediamatch.deployments.app import build_app
+        from mediamatch.indexing.reindex import reindex
+
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        settings = Settings(storage=store.uri, serve={"signal_types": ["pdq", "md5"]})
+        t0 = time.perf_counter()
+        manifest = reindex(settings, ["pdq", "md5"], store=store)["pdq"]
+        print(f"index: {manifest.params.type}, {manifest.count:,} entries, built in {time.perf_counter() - t0:.1f} s", flush=True)
+
+        workloads = {"hash": hash_queries(hashes, 2000, args.seed), "photo": photos}
+        results: dict = {"n": args.n, "seconds": args.seconds, "bank_seconds": round(bank_seconds, 1), "index": manifest.params.model_dump(exclude_none=True)}
+
+        port = free_port()
+        t0 = time.perf_counter()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(settings), name="mediamatch", route_prefix="/")
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url, "/readyz")
+        results["serve_start_seconds"] = round(time.perf_counter() - t0, 1)
+        results["serve_rss_gib"] = tree_rss(os.getpid())
+        print(f"service up in {results['serve_start_seconds']} s, {results['serve_rss_gib']} GiB (all Ray processes)", flush=True)
+        results["serve"] = run_loads(url, workloads, concurrencies, args.seconds, "serve")
+        serve.shutdown()
+        ray.shutdown()
+
+        data = os.path.join(workdir, "plain.parquet")
+        pq.write_table(pa.table({"entry_id": ids, "pdq": hashes}), data)
+        port = free_port()
+        t0 = time.perf_counter()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "plain_server:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            cwd=HERE, env={**os.environ, "PLAIN_DATA": data},
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_http(url, "/docs")
+            results["plain_start_seconds"] = round(time.perf_counter() - t0, 1)
+            results["plain_rss_gib"] = tree_rss(server.pid)
+            print(f"plain server up in {results['plain_start_seconds']} s, {results['plain_rss_gib']} GiB", flush=True)
+            results["plain"] = run_loads(url, workloads, concurrencies, args.seconds, "plain")
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+    print("\n| request | concurrency | serve p50 / p99 ms | plain p50 / p99 ms | serve / plain rps | p50 ratio | rps ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for key, s in results["serve"].items():
+        p = results["plain"][key]
+        kind, c = key.split("@")
+        print(f"| {kind} | {c} | {s['p50_ms']} / {s['p99_ms']} | {p['p50_ms']} / {p['p99_ms']} | {s['rps']} / {p['rps']} | "
+              f"{s['p50_ms'] / p['p50_ms']:.2f} | {s['rps'] / p['rps']:.2f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
