@@ -32,7 +32,8 @@ Per case, in this one process and in this order:
 Ray Data's helpers (a 2-row read), as on a long-lived cluster: that cold start is reported on
 its own line, not counted in the job's figure. The 1-minute load average is recorded around
 each timing: the machine is shared, so read the ratio with it. `--reader` picks Ray Data's
-Parquet reader (`DataContext.use_datasource_v2`) for the job's input: v2, Ray's default, or v1.
+Parquet reader (`DataContext.use_datasource_v2`) for the job's input: v1, as the job reads the
+catalog (the default), or v2, Ray's default.
 """
 
 from __future__ import annotations
@@ -441,10 +442,10 @@ def main() -> None:
     parser.add_argument(
         "--reader",
         choices=["v1", "v2"],
-        default="v2",
-        help="Ray Data's Parquet reader behind ray.data.read_parquet for the job's input: v2 is Ray's default "
-        "(it starts footer-reading actors on every read); v1 is the older reader, the one the job's own catalog "
-        "read uses (indexing/reindex.py read_parquet)",
+        default="v1",
+        help="Ray Data's Parquet reader behind ray.data.read_parquet for the job's input: v1 (the default) is the "
+        "one the job's own catalog read uses (indexing/reindex.py read_parquet); v2 is Ray's default, which "
+        "starts footer-reading actors on every read",
     )
     args = parser.parse_args()
     command = shlex.join([os.path.basename(sys.executable), *sys.argv])

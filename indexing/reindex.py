@@ -235,7 +235,7 @@ def build_index(
         threads = max(1, (os.cpu_count() or 1) // max(1, len(parts)))
         pending = [
             _shard_task.options(num_gpus=1 if use_gpu and params.type == "ivfpq" else 0).remote(
-                store, prefix, number, signal_type, params, trained, part.to_arrow_refs(), queries, settings, threads
+                store, prefix, number, signal_type, params, trained, part.to_arrow_refs(), queries, settings, threads, -(-settings.recall_queries // n_parts)
             )
             for number, part in enumerate(parts)
         ]
@@ -287,7 +287,7 @@ def sample_for_build(
     signal_type: SignalType, ds, count: int, params: IndexParams, settings: IndexSettings, rng
 ) -> tuple[np.ndarray, np.ndarray]:
     """Held-out queries and a disjoint training sample, drawn at random from the data."""
-    n_queries = min(settings.recall_queries, count) if params.type in ("ivfpq", "binary_multihash") else 0
+    n_queries = min(settings.recall_queries, count) if params.type == "ivfpq" else 0  # multi-hash shards draw their own
     need = n_queries + (params.train_size or 0)
     if need == 0:
         return np.zeros((0,)), np.zeros((0,))
@@ -330,14 +330,21 @@ def _shard_task(
     queries: np.ndarray,
     settings: IndexSettings,
     threads: int,
+    own_queries: int,
 ) -> dict:
-    """Build one shard from its blocks, write it, and measure it against exact search."""
+    """Build one shard from its blocks, write it, and measure it against exact search.
+
+    A multi-hash shard draws `own_queries` held-out queries from its own rows: its exactness
+    within the radius holds shard by shard, so it needs no pass over all the data to sample."""
     _set_faiss_threads(threads)
     table = pa.concat_tables(ray.get(blocks)) if blocks else signal_table(signal_type, [], [])
     entry_ids = table.column("entry_id").to_pylist()
     values = column_values(signal_type, table.column("value"))
     shard = Shard.build(params, entry_ids, values, trained, **row_flags(table))
     file = write_shard(store, prefix, number, shard, table)
+    if params.type == "binary_multihash" and len(values):
+        rng = np.random.default_rng([settings.seed, number])
+        queries = perturb_queries(signal_type, values[rng.choice(len(values), min(own_queries, len(values)), replace=False)], rng)
     return {"file": file, **evaluate_shard(signal_type, shard, values, queries, settings.target_recall)}
 
 
@@ -426,16 +433,14 @@ def measure_recall(params: IndexParams, results: list[dict], target: float) -> t
     results = [r for r in results if r["approx"]]  # shards with nothing in them answer nothing
     if not results:
         return 1.0, params.nprobe, "empty index"
-    k = RECALL_K if params.type == "ivfpq" else 1000
-    exact = merge_results([r["exact"] for r in results], k)
+    if params.type == "binary_multihash":  # each shard's own queries, on that shard
+        exact = [hits for r in results for hits in r["exact"]]
+        approx = [hits for r in results for hits in r["approx"][0]]
+        method = f"all within distance {params.exact_radius} vs exact search, {len(exact)} held-out queries drawn per shard"
+        return round(recall_at_k(approx, exact), 4), None, method
+    exact = merge_results([r["exact"] for r in results], RECALL_K)
     nprobe = max(max(r["approx"]) for r in results)
     # a shard that reached the target at a smaller nprobe contributes its results at that nprobe:
     # the merged figure is then a lower bound of the recall at the chosen nprobe
-    approx = merge_results([r["approx"][max(r["approx"])] for r in results], k)
-    queries = len(exact)
-    method = (
-        f"top-{RECALL_K} vs exact search, {queries} held-out noisy queries"
-        if params.type == "ivfpq"
-        else f"all within distance {params.exact_radius} vs exact search, {queries} held-out queries"
-    )
-    return round(recall_at_k(approx, exact), 4), (nprobe if params.type == "ivfpq" else None), method
+    approx = merge_results([r["approx"][max(r["approx"])] for r in results], RECALL_K)
+    return round(recall_at_k(approx, exact), 4), nprobe, f"top-{RECALL_K} vs exact search, {len(exact)} held-out noisy queries"
