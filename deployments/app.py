@@ -29,6 +29,7 @@ def deployment_options(config: DeploymentSettings, name: str, access_log: bool, 
     return {
         "name": name,
         "max_ongoing_requests": config.max_ongoing_requests,
+        "max_queued_requests": config.max_queued_requests,
         "autoscaling_config": {
             "min_replicas": config.min_replicas,
             "initial_replicas": max(1, config.min_replicas),

@@ -25,10 +25,9 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mediamatch.indexing import jobs
-from mediamatch.platform.auth import Authenticator, Principal
+from mediamatch.platform.auth import Authenticator, Principal, RateLimiter
 from mediamatch.platform.catalog import Catalog, Entry
 from mediamatch.platform.errors import (
-    Forbidden,
     InvalidInput,
     NotFound,
     MalformedRequest,
@@ -83,7 +82,10 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 
 @app.exception_handler(MediamatchError)
 async def _mediamatch_error(request: Request, exc: MediamatchError) -> JSONResponse:
-    return error_response(exc.status, exc.code, str(exc))
+    response = error_response(exc.status, exc.code, str(exc))
+    if getattr(exc, "retry_after", None):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @app.exception_handler(RequestValidationError)
@@ -103,6 +105,15 @@ def validation_response(errors: list[dict]) -> JSONResponse:
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     codes = {404: "not_found", 405: "method_not_allowed"}
     return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+
+@app.exception_handler(ray.exceptions.RayActorError)
+async def _replica_lost(request: Request, exc: Exception) -> JSONResponse:
+    """A replica died under this request: Serve is replacing it, so the caller should retry."""
+    log.warning("a replica died under %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    response = error_response(503, "unavailable", "a part of the service restarted while answering; retry the request")
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 @app.exception_handler(Exception)
@@ -230,6 +241,7 @@ class Ingress:
         self.catalog = Catalog(self.store)
         self.catalog.refresh()  # load it now: the replica is not ready until it has
         self.auth = Authenticator(self.settings.tokens)
+        self.limiter = RateLimiter()
         self.computers = computers  # "hasher" / "embed-<signal type>" -> handle
         self.searchers = searchers  # signal type -> one handle per slot
         self.served = [get_signal_type(name) for name in searchers]
@@ -239,12 +251,9 @@ class Ingress:
 
     # -- helpers ---------------------------------------------------------------------------------
     def principal(self, request: Request) -> Principal:
-        return self.auth.authenticate(request.headers.get("authorization"), request.client.host if request.client else None)
-
-    def reader(self, request: Request) -> Principal:
-        who = self.principal(request)
-        if not (who.allows("match") or who.allows("bank_write")):
-            raise Forbidden(f"team {who.team!r} may not read banks")
+        """The calling team (401 without a known token), within its rate limit (429)."""
+        who = self.auth.authenticate(request.headers.get("authorization"), request.client.host if request.client else None)
+        self.limiter.check(who)
         return who
 
     async def run(self, fn, *args, **kwargs):
@@ -329,12 +338,13 @@ class Ingress:
 
     @app.get("/v1/banks", tags=["banks"])
     async def list_banks(self, request: Request) -> BankList:
-        self.reader(request)
-        return BankList(banks=[self.bank_out(b) for b in await self.run(self.catalog.list_banks)])
+        who = self.principal(request)
+        who.require_reader()
+        return BankList(banks=[self.bank_out(b) for b in await self.run(self.catalog.list_banks) if who.sees(b.name)])
 
     @app.get("/v1/banks/{bank}", tags=["banks"])
     async def get_bank(self, request: Request, bank: str) -> BankOut:
-        self.reader(request)
+        self.principal(request).require_reader(bank)
         return self.bank_out(await self.run(self.catalog.get_bank, bank))
 
     @app.patch("/v1/banks/{bank}", tags=["banks"])
@@ -395,13 +405,13 @@ class Ingress:
 
     @app.get("/v1/banks/{bank}/entries", tags=["banks"])
     async def list_entries(self, request: Request, bank: str, limit: int = Query(100, ge=1, le=1000), cursor: str | None = None) -> EntryList:
-        self.reader(request)
+        self.principal(request).require_reader(bank)
         entries, next_cursor = await self.run(self.catalog.list_entries, bank, limit, cursor)
         return EntryList(entries=[entry_out(e) for e in entries], next_cursor=next_cursor)
 
     @app.get("/v1/banks/{bank}/entries/{entry_id}", tags=["banks"])
     async def get_entry(self, request: Request, bank: str, entry_id: str) -> EntryOut:
-        self.reader(request)
+        self.principal(request).require_reader(bank)
         return entry_out(await self.run(self.catalog.get_entry, bank, entry_id))
 
     @app.patch("/v1/banks/{bank}/entries/{entry_id}", tags=["banks"])
@@ -418,9 +428,7 @@ class Ingress:
     # -- hashing and matching ---------------------------------------------------------------------
     @app.post("/v1/hash", tags=["matching"], openapi_extra=either_body(HashJSON, ("file", "content_type")))
     async def hash(self, request: Request) -> HashResult:
-        who = self.principal(request)
-        if not (who.allows("match") or who.allows("bank_write")):
-            raise Forbidden(f"team {who.team!r} lacks the 'match' role")
+        self.principal(request).require_reader()
         body = await read_request(request, HashJSON, self.settings.limits.max_upload_bytes)
         content, content_type = self.item_of(body)
         signals = await self.compute(content, content_type, self.wanted_types(content_type, None))
@@ -441,7 +449,8 @@ class Ingress:
     @app.post("/v1/match", tags=["matching"], openapi_extra=either_body(MatchJSON, ("file", "content_type", "banks", "signal_types")))
     async def match(self, request: Request) -> MatchResult:
         started = time.perf_counter()
-        self.principal(request).require("match")
+        who = self.principal(request)
+        who.require("match")
         body = await read_request(request, MatchJSON, self.settings.limits.max_upload_bytes)
         if isinstance(body, Upload):
             banks, requested = csv_field(body.fields, "banks"), csv_field(body.fields, "signal_types")
@@ -449,8 +458,9 @@ class Ingress:
         else:
             banks, requested = body.banks, body.signal_types
             parts = self.parts_of(body)
+        named, banks = banks, who.scope(banks)  # only granted banks are searched
         seq = await self.run(self.catalog.refresh)  # searchers apply at least this much of the catalog
-        unknown = [bank for bank in banks or () if bank not in self.catalog.banks]
+        unknown = [bank for bank in named or () if bank not in self.catalog.banks]
         if unknown:
             raise NotFound(f"no bank named {unknown[0]!r}")
         results = await asyncio.gather(*(self.match_part(name, content, ctype, raw, banks, requested, seq) for name, content, ctype, raw in parts))

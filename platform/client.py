@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +21,37 @@ class ApiError(MediamatchError):
         self.status, self.code = status, code
 
 
+RETRY_STATUS = (429, 502, 503, 504)
+
+
 class Client:
-    def __init__(self, url: str, token: str | None = None, timeout: float = 120):
+    """Calls with `retries` > 0 are retried on connection errors and on 429/502/503/504 (after
+    `Retry-After` when the service sends one, else with exponential backoff): use them for
+    idempotent requests (matching, hashing, reading)."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 120, retries: int = 0, backoff: float = 0.25):
         self.url = url.rstrip("/")
         self.session = requests.Session()
         token = token or os.environ.get("MEDIAMATCH_TOKEN")
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
-        self.timeout = timeout
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self.retried = 0  # requests sent again, over this client's life
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
-        except requests.ConnectionError as exc:
-            raise MediamatchError(f"cannot reach {self.url}: is `mediamatch serve` running? ({type(exc).__name__})") from None
+    def call(self, method: str, path: str, retries: int | None = None, **kwargs: Any) -> Any:
+        attempts = 1 + (self.retries if retries is None else retries)
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                response = self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
+            except requests.ConnectionError as exc:
+                if last:
+                    raise MediamatchError(f"cannot reach {self.url}: is `mediamatch serve` running? ({type(exc).__name__})") from None
+                self._pause(attempt, None)
+                continue
+            if response.status_code not in RETRY_STATUS or last:
+                break
+            self._pause(attempt, response.headers.get("Retry-After"))
         if response.status_code >= 400:
             try:
                 error = response.json()["error"]
@@ -41,6 +59,10 @@ class Client:
                 error = {"code": "http_error", "message": response.text[:200] or response.reason}
             raise ApiError(response.status_code, error["code"], error["message"])
         return response.json() if response.content else None
+
+    def _pause(self, attempt: int, retry_after: str | None) -> None:
+        self.retried += 1
+        time.sleep(float(retry_after) if retry_after and retry_after.isdigit() else self.backoff * 2**attempt)
 
     def upload(self, path: str, file: Path, fields: dict[str, str | None]) -> Any:
         with open(file, "rb") as handle:

@@ -54,6 +54,15 @@ class Forbidden(MediamatchError):
     status = 403
 
 
+class RateLimited(MediamatchError):
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class StorageError(MediamatchError):
     code = "storage_unavailable"
     status = 503

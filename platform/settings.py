@@ -42,12 +42,15 @@ class DeploymentSettings(BaseModel):
     max_replicas: int = Field(2, ge=1)
     target_ongoing_requests: float = Field(4, gt=0)
     max_ongoing_requests: int = Field(32, ge=1)
+    max_queued_requests: int = Field(-1, ge=-1, description="beyond this many waiting, callers get 503 at once; -1: unbounded")
     num_cpus: float = Field(0.1, ge=0, description="logical CPUs per replica (replicas mostly wait on I/O and each other)")
     num_gpus: float | None = Field(None, ge=0, description="None: 1 for model deployments when the cluster has GPUs")
 
 
 class ServeSettings(BaseModel):
-    ingress: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(max_ongoing_requests=64, target_ongoing_requests=8))
+    ingress: DeploymentSettings = Field(
+        default_factory=lambda: DeploymentSettings(max_ongoing_requests=64, target_ongoing_requests=8, max_queued_requests=512)
+    )
     hasher: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.25))
     embedder: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.5, max_replicas=1))
     searcher: DeploymentSettings = Field(default_factory=DeploymentSettings)
@@ -69,7 +72,9 @@ class TeamToken(BaseModel):
     team: str
     token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     roles: list[Role]
-    banks: list[str] | None = Field(None, description="bank_write only on these banks; None: every bank")
+    banks: list[str] | None = Field(None, description="the banks this team may see, match against and write; None: every bank")
+    rate_per_second: float | None = Field(None, gt=0, description="requests per second per ingress replica; None: unlimited")
+    burst: int | None = Field(None, ge=1, description="requests at once above the rate; default: 2 s worth")
 
 
 class Settings(BaseSettings):

@@ -240,7 +240,14 @@ MAX_BACKGROUND = 0.5
 class Service:
     """The Serve application on loopback, and HTTP helpers with each test team's token."""
 
-    TOKENS = {"admin": ["admin"], "matcher": ["match"], "writer": ["bank_write", "match"], "team-a": ["bank_write"]}
+    TOKENS = {
+        "admin": {"roles": ["admin"]},
+        "matcher": {"roles": ["match"]},
+        "writer": {"roles": ["bank_write", "match"]},
+        "team-a": {"roles": ["bank_write"], "banks": ["team-a"]},
+        "matcher-a": {"roles": ["match"], "banks": ["team-a"]},
+        "limited": {"roles": ["match"], "rate_per_second": 0.5, "burst": 2},
+    }
 
     def __init__(self, url: str, store: ObjectStore, settings):
         import requests
@@ -290,10 +297,7 @@ def service(ray_session, tmp_path_factory):
     from mediamatch.platform.settings import Settings
 
     store = ObjectStore(str(tmp_path_factory.mktemp("service") / "store"))
-    tokens = [
-        {"team": team, "token_sha256": token_digest(f"test-token-{team}"), "roles": roles, **({"banks": ["team-a"]} if team == "team-a" else {})}
-        for team, roles in Service.TOKENS.items()
-    ]
+    tokens = [{"team": team, "token_sha256": token_digest(f"test-token-{team}"), **grant} for team, grant in Service.TOKENS.items()]
     replica = {"min_replicas": 1, "max_replicas": 1}
     settings = Settings(
         storage=store.uri,

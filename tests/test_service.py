@@ -212,6 +212,32 @@ def test_auth_roles(service):
     assert error["code"] == "unauthorized" and "Bearer" in error["message"]
 
 
+def test_bank_grants_limit_what_a_team_sees_matches_and_writes(service):
+    service.ok("POST", "/v1/banks", json={"name": "secret"})
+    shared = {"signals": {"pdq": "3c" * 32}}
+    if service.call("GET", "/v1/banks/team-a").status_code == 404:  # made by test_auth_roles when run with it
+        service.ok("POST", "/v1/banks", json={"name": "team-a"})
+    a = service.ok("POST", "/v1/banks/team-a/entries", "team-a", json=shared)
+    service.ok("POST", "/v1/banks/secret/entries", json=shared)
+    assert [b["name"] for b in service.ok("GET", "/v1/banks", "team-a")["banks"]] == ["team-a"]
+    for path in ("/v1/banks/secret", "/v1/banks/secret/entries"):
+        assert service.call("GET", path, "team-a").status_code == 403
+    assert service.call("POST", "/v1/banks/secret/entries", "team-a", json=shared).status_code == 403
+    everything = service.ok("POST", "/v1/match", "matcher", json=shared)["matches"]
+    assert {"team-a", "secret"} <= {m["bank"] for m in everything}
+    granted = service.ok("POST", "/v1/match", "matcher-a", json=shared)["matches"]
+    assert {m["bank"] for m in granted} == {"team-a"} and a["entry_id"] in {m["entry_id"] for m in granted}
+    refused = service.call("POST", "/v1/match", "matcher-a", json={**shared, "banks": ["secret"]})
+    assert refused.status_code == 403 and "not granted" in refused.json()["error"]["message"]
+
+
+def test_rate_limit_per_team(service):
+    codes = [service.call("GET", "/v1/signal-types", "limited") for _ in range(4)]
+    assert [r.status_code for r in codes[:2]] == [200, 200] and codes[-1].status_code == 429
+    assert int(codes[-1].headers["Retry-After"]) >= 1 and codes[-1].json()["error"]["code"] == "rate_limited"
+    assert service.call("GET", "/v1/signal-types", "matcher").status_code == 200  # other teams are not held back
+
+
 def test_operations_endpoints(service):
     assert service.ok("GET", "/readyz", team=None)["ready"] is True
     openapi = service.ok("GET", "/openapi.json", team=None)
