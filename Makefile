@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test testdata bench clean
+.PHONY: serve test testdata fuzz bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ testdata:
 		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -q openclipart-png >/dev/null 2>&1 || \
 		  { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openclipart-png >/dev/null 2>&1; }; }; } || \
 		echo "note: openclipart-png could not be installed; the tests that need it will be skipped"
+
+# The long hostile-input run: hypothesis at 20,000 examples per parser, schemathesis at 300 per operation.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning tests/test_fuzz.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_index.py

@@ -33,6 +33,7 @@ from mediamatch.platform.errors import (
     MalformedRequest,
     MediamatchError,
     NotReady,
+    StorageError,
     TooLarge,
     UnsupportedContentType,
 )
@@ -239,7 +240,8 @@ class Ingress:
         self.settings = Settings(**settings)
         self.store = ObjectStore.from_settings(self.settings)
         self.catalog = Catalog(self.store)
-        self.catalog.refresh()  # load it now: the replica is not ready until it has
+        self.catalog_error: str | None = None
+        self.follow_catalog()  # load it now (a store that is down only delays readiness)
         self.auth = Authenticator(self.settings.tokens)
         self.limiter = RateLimiter()
         self.computers = computers  # "hasher" / "embed-<signal type>" -> handle
@@ -250,6 +252,18 @@ class Ingress:
             log.warning("no tokens configured: every loopback client may do anything, others are refused")
 
     # -- helpers ---------------------------------------------------------------------------------
+    def follow_catalog(self) -> int:
+        """Catch up with the catalog; when the store is down, go on with what is loaded (logged,
+        and /readyz says so): matching keeps answering, writes fail with 503."""
+        try:
+            seq = self.catalog.refresh()
+            self.catalog_error = None
+            return seq
+        except StorageError as exc:
+            self.catalog_error = str(exc)
+            log.warning("catalog not refreshed, answering from commit %d: %s", self.catalog.seq, exc)
+            return self.catalog.seq
+
     def principal(self, request: Request) -> Principal:
         """The calling team (401 without a known token), within its rate limit (429)."""
         who = self.auth.authenticate(request.headers.get("authorization"), request.client.host if request.client else None)
@@ -297,6 +311,11 @@ class Ingress:
             await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self.computers.values())), timeout=5)
         except Exception as exc:
             raise NotReady(f"index searchers are not ready: {type(exc).__name__}: {exc}") from None
+        waiting = [s["reason"] for s in statuses.values() if not s["ready"]]
+        if self.catalog.seq == 0 and self.catalog_error:
+            waiting.append(f"the bank catalog is not loaded: {self.catalog_error}")
+        if waiting:
+            raise NotReady("; ".join(waiting))
         return {"ready": True, "indexes": {name: {"version": s["version"], "count": s["count"]} for name, s in statuses.items()}}
 
     async def searcher_statuses(self) -> dict[str, dict]:
@@ -307,7 +326,13 @@ class Ingress:
         for name in names:
             slots = results[i : i + len(self.searchers[name])]
             i += len(slots)
-            out[name] = {"version": slots[0]["version"], "count": sum(s["count"] for s in slots), "live_delta": sum(s["live_delta"] for s in slots)}
+            out[name] = {
+                "version": slots[0]["version"],
+                "count": sum(s["count"] for s in slots),
+                "live_delta": sum(s["live_delta"] for s in slots),
+                "ready": all(s["ready"] for s in slots),
+                "reason": "; ".join(s["reason"] for s in slots if not s["ready"]),
+            }
         return out
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
@@ -459,7 +484,7 @@ class Ingress:
             banks, requested = body.banks, body.signal_types
             parts = self.parts_of(body)
         named, banks = banks, who.scope(banks)  # only granted banks are searched
-        seq = await self.run(self.catalog.refresh)  # searchers apply at least this much of the catalog
+        seq = await self.run(self.follow_catalog)  # searchers apply at least this much of the catalog
         unknown = [bank for bank in named or () if bank not in self.catalog.banks]
         if unknown:
             raise NotFound(f"no bank named {unknown[0]!r}")

@@ -10,6 +10,7 @@ from typing import Any
 
 from ray import serve
 
+from mediamatch.platform.errors import MediamatchError, NotReady
 from mediamatch.platform.live import LiveIndex
 from mediamatch.platform.settings import Settings
 from mediamatch.platform.signals import get_signal_type
@@ -23,14 +24,28 @@ class ShardSearcher:
     def __init__(self, settings: dict[str, Any], signal_type: str, slot: int, slots: int):
         self.settings = Settings(**settings)
         self.signal_type = get_signal_type(signal_type)
-        self.live = LiveIndex(ObjectStore.from_settings(self.settings), self.signal_type, slot, slots)
+        self.slot, self.slots = slot, slots
+        self.live: LiveIndex | None = None
+        self.not_ready = "loading"
+        self._load()  # when the store is down, the replica starts anyway, not ready, and retries
         self.search.set_max_batch_size(self.settings.serve.max_batch_size)
         self.search.set_batch_wait_timeout_s(self.settings.serve.batch_wait_ms / 1000)
         self._stop = threading.Event()
         threading.Thread(target=self._follow, name=f"follow-{signal_type}-{slot}", daemon=True).start()
 
+    def _load(self) -> None:
+        try:
+            self.live = LiveIndex(ObjectStore.from_settings(self.settings), self.signal_type, self.slot, self.slots)
+            self.not_ready = None
+        except MediamatchError as exc:
+            self.not_ready = f"{self.signal_type.name} slot {self.slot}: cannot load the index: {exc}"
+            log.warning("%s; retrying every %s s", self.not_ready, self.settings.serve.poll_seconds)
+
     def _follow(self) -> None:
         while not self._stop.wait(self.settings.serve.poll_seconds):
+            if self.live is None:
+                self._load()
+                continue
             try:
                 self.live.refresh()
             except Exception:  # keep serving the loaded state; try again next period
@@ -44,6 +59,8 @@ class ShardSearcher:
         return await asyncio.to_thread(self._search_batch, requests)
 
     def _search_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self.live is None:
+            raise NotReady(self.not_ready)
         out: list[dict[str, Any] | None] = [None] * len(requests)
         groups: dict[tuple | None, list[int]] = {}
         for i, request in enumerate(requests):
@@ -67,7 +84,9 @@ class ShardSearcher:
         return out
 
     def status(self) -> dict[str, Any]:
-        return self.live.status()
+        if self.live is None:
+            return {"ready": False, "reason": self.not_ready, "version": None, "count": 0, "live_delta": 0, "catalog_seq": 0}
+        return {"ready": True, **self.live.status()}
 
     def __del__(self):
         self._stop.set()

@@ -21,6 +21,7 @@ import numpy as np
 
 from .catalog import LOG_PREFIX, snapshot_folder
 from .commitlog import CommitLog
+from .errors import StorageError
 from .index import IndexParams, Shard
 from .signals import SignalType
 from .storage import ObjectStore
@@ -169,7 +170,10 @@ class LiveIndex:
         """Per query, up to k (entry_id, bank, distance) within `radius`, nearest first, from the
         published shards and the delta, after applying the catalog up to `min_seq`."""
         state = self.state
-        self.catch_up(state, min_seq)
+        try:
+            self.catch_up(state, min_seq)
+        except StorageError as exc:  # the store is down: answer from what is loaded
+            log.warning("%s: catalog not followed (%s); answering from commit %d", self.signal_type.name, exc, state.seq)
         found: list[list[Hit]] = [[] for _ in range(len(queries))]
         for shard in state.shards:
             self._collect(found, shard, shard.search_rows(queries, k, radius, banks))

@@ -316,3 +316,11 @@ def service(ray_session, tmp_path_factory):
         time.sleep(0.5)
     yield Service(url, store, settings)
     serve.shutdown()
+
+
+# hypothesis: short runs in `make test`, long ones in `make fuzz` (HYPOTHESIS_PROFILE=long)
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", max_examples=150, deadline=None)
+_hypothesis_settings.register_profile("long", max_examples=20_000, deadline=None)
+_hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -10,8 +10,9 @@ import ray
 from mediamatch.platform.client import Client
 
 
-def replica_actors(deployment: str) -> list[str]:
-    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if f"#{deployment}#" in a["name"] and a["name"].startswith("SERVE_REPLICA")]
+def replica_actors(deployment: str, app: str = "mediamatch") -> list[str]:
+    prefix = f"SERVE_REPLICA::{app}#{deployment}#"
+    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)]
 
 
 def wait_healthy(deployment: str, killed: str, timeout: float = 120) -> float:
@@ -62,3 +63,165 @@ def test_killed_replicas_recover_and_retried_requests_succeed(service, photo_cor
     failed = [o for o in outcomes if o is not True]
     print(f"\nreplica loss: {len(outcomes)} requests, {client.retried} retries, {len(failed)} failed; recovery seconds {recovery}")
     assert failed == [] and len(outcomes) > 20
+
+
+class FlakyLink:
+    """A TCP forwarder on loopback that can go down: new connections are closed at once and
+    open ones are cut, as when the object store becomes unreachable."""
+
+    def __init__(self, target_port: int):
+        import asyncio
+
+        self.target_port, self.up = target_port, True
+        self.loop = asyncio.new_event_loop()
+        self.writers: set = set()
+        ready = threading.Event()
+        threading.Thread(target=self._run, args=(ready,), daemon=True).start()
+        ready.wait(10)
+
+    def _run(self, ready: threading.Event) -> None:
+        import asyncio
+
+        async def start():
+            self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            self.port = self.server.sockets[0].getsockname()[1]
+            ready.set()
+
+        self.loop.run_until_complete(start())
+        self.loop.run_forever()
+
+    async def _handle(self, reader, writer) -> None:
+        import asyncio
+
+        if not self.up:
+            writer.close()
+            return
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers |= {writer, upstream_writer}
+
+        async def pipe(src, dst):
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    def set_up(self, up: bool) -> None:
+        self.up = up
+        if not up:
+            for writer in list(self.writers):
+                self.loop.call_soon_threadsafe(writer.close)
+            self.writers.clear()
+
+
+def test_object_store_outage(service, s3_endpoint):
+    """The store goes away under a running service (its own application, on S3 through a link
+    that can be cut): bank writes get a clear 503 and leave nothing behind, matching goes on from
+    memory, a replica started meanwhile reports why it is not ready, and all recovers after."""
+    import boto3
+    from ray import serve
+
+    from mediamatch.deployments.app import build_app
+    from mediamatch.platform.settings import Settings
+
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket="outage")
+    link = FlakyLink(int(s3_endpoint.rsplit(":", 1)[1]))
+    one = {"min_replicas": 1, "max_replicas": 1}
+    settings = Settings(
+        storage="s3://outage/mm",
+        s3_endpoint=f"http://127.0.0.1:{link.port}",
+        serve={"signal_types": ["pdq", "md5"], "poll_seconds": 0.5, "ingress": one, "hasher": one, "searcher": one},
+    )
+    serve.run(build_app(settings), name="outage", route_prefix="/outage")  # beside the session's application
+    try:
+        store_outage(service.url + "/outage", link)
+    finally:
+        link.set_up(True)
+        serve.delete("outage")
+
+
+def store_outage(url: str, link: FlakyLink) -> None:
+    import requests
+
+    http = requests.Session()
+    wait_until(lambda: http.get(url + "/readyz").status_code == 200)
+    assert http.post(url + "/v1/banks", json={"name": "o"}).status_code == 201
+    photo = {"signals": {"pdq": "a5" * 32}}
+    banked = http.post(url + "/v1/banks/o/entries", json=photo).json()
+    assert [m["entry_id"] for m in http.post(url + "/v1/match", json=photo).json()["matches"]] == [banked["entry_id"]]
+    try:
+        link.set_up(False)
+        refused = http.post(url + "/v1/banks/o/entries", json={"signals": {"pdq": "5a" * 32}})
+        assert (refused.status_code, refused.json()["error"]["code"]) == (503, "storage_unavailable")
+        matched = http.post(url + "/v1/match", json=photo)  # answered from memory
+        assert matched.status_code == 200 and [m["entry_id"] for m in matched.json()["matches"]] == [banked["entry_id"]]
+        (name,) = replica_actors("Searcher-pdq-0", app="outage")
+        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+        wait_until(lambda: "cannot load the index" in http.get(url + "/readyz").text)
+        assert http.post(url + "/v1/match", json=photo).status_code == 503
+    finally:
+        link.set_up(True)
+    wait_until(lambda: http.get(url + "/readyz").status_code == 200)
+    assert [m["entry_id"] for m in http.post(url + "/v1/match", json=photo).json()["matches"]] == [banked["entry_id"]]
+    assert http.get(url + "/v1/banks/o").json()["entry_count"] == 1  # the refused write left nothing
+    assert http.post(url + "/v1/banks/o/entries", json={"signals": {"pdq": "5a" * 32}}).status_code == 201
+
+
+def wait_until(condition, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.3)
+
+
+def test_durability_across_a_restart(service):
+    """5,000 entries banked by 8 concurrent clients; the whole application is taken down and
+    deployed again; every acknowledged entry is listed and matches."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from ray import serve
+
+    from mediamatch.deployments.app import build_app
+
+    service.ok("POST", "/v1/banks", json={"name": "durable"})
+    rng = np.random.default_rng(11)
+    hashes = [rng.integers(0, 256, 32, dtype=np.uint8).tobytes().hex() for _ in range(5000)]
+    clients = [Client(service.url, service.token("writer")) for _ in range(8)]
+
+    def bank(i: int) -> tuple[str, str] | None:
+        try:
+            entry = clients[i % 8].call("POST", "/v1/banks/durable/entries", json={"signals": {"pdq": hashes[i]}})
+            return entry["entry_id"], hashes[i]
+        except Exception:
+            return None  # not acknowledged: not counted
+
+    with ThreadPoolExecutor(8) as pool:
+        acknowledged = [r for r in pool.map(bank, range(len(hashes))) if r]
+    assert len(acknowledged) >= 4990
+
+    serve.delete("mediamatch")
+    serve.run(build_app(service.settings), name="mediamatch", route_prefix="/")
+    wait_until(lambda: service.call("GET", "/readyz").status_code == 200, timeout=180)
+
+    listed, cursor = set(), None
+    while True:
+        page = service.ok("GET", "/v1/banks/durable/entries", params={"limit": 1000, **({"cursor": cursor} if cursor else {})})
+        listed |= {e["entry_id"] for e in page["entries"]}
+        if not (cursor := page["next_cursor"]):
+            break
+    assert {entry_id for entry_id, _ in acknowledged} <= listed
+
+    matcher = Client(service.url, service.token("matcher"), retries=3)
+
+    def matches(item: tuple[str, str]) -> bool:
+        result = matcher.call("POST", "/v1/match", json={"signals": {"pdq": item[1]}, "banks": ["durable"]})
+        return item[0] in {m["entry_id"] for m in result["matches"]}
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(matches, acknowledged))

@@ -84,8 +84,9 @@ class FloatVectorSignal(SignalType):
 
     def parse(self, value: Any) -> list[float]:
         try:
-            vector = np.asarray(value, dtype=np.float32)
-        except (TypeError, ValueError):
+            with np.errstate(over="ignore"):  # too large for float32: infinite, refused below
+                vector = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError, OverflowError):
             raise InvalidInput(f"{self.name} must be a list of {self.dim} numbers") from None
         if vector.shape != (self.dim,) or not np.isfinite(vector).all() or not np.any(vector):
             raise InvalidInput(f"{self.name} must be a list of {self.dim} finite numbers, not all zero")

@@ -1,0 +1,112 @@
+"""Hostile input against the parsers: every failure is the precise error the API maps to a 4xx.
+
+Short runs here (`make test`); `make fuzz` runs them long (hypothesis profile `long`).
+"""
+
+from __future__ import annotations
+
+import io
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from pydantic import ValidationError
+
+from mediamatch.deployments.ingress import EITHER_MODELS
+from mediamatch.platform.errors import InvalidInput
+from mediamatch.platform.media import decode_text, open_image, sniff_content_type
+from mediamatch.platform.signals import SIGNAL_TYPES
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=80),
+    lambda inner: st.lists(inner, max_size=8) | st.dictionaries(st.text(max_size=12), inner, max_size=8),
+    max_leaves=20,
+)
+
+
+def real_image(fmt: str) -> bytes:
+    out = io.BytesIO()
+    Image.effect_mandelbrot((64, 48), (-2, -1.2, 1, 1.2), 60).convert("RGB").save(out, fmt)
+    return out.getvalue()
+
+
+SEEDS = [real_image("JPEG"), real_image("PNG"), real_image("GIF"), real_image("WEBP")]
+
+
+@st.composite
+def damaged_images(draw) -> bytes:
+    """A real image file with bytes flipped, cut or inserted (decoders' favourite failures)."""
+    data = bytearray(draw(st.sampled_from(SEEDS)))
+    for _ in range(draw(st.integers(1, 8))):
+        at = draw(st.integers(0, len(data) - 1))
+        action = draw(st.sampled_from(["flip", "cut", "insert"]))
+        if action == "flip":
+            data[at] ^= draw(st.integers(1, 255))
+        elif action == "cut":
+            del data[at:]
+            if not data:
+                break
+        else:
+            data[at:at] = draw(st.binary(min_size=1, max_size=16))
+    return bytes(data)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(damaged_images(), st.binary(max_size=2048)))
+def test_image_decoding_fails_only_with_clean_errors(data):
+    try:
+        image = open_image(data, max_pixels=4_000_000)
+    except InvalidInput:  # UnsupportedMedia or TooLarge: 422 / 413
+        return
+    assert image.mode == "RGB" and image.width * image.height <= 4_000_000
+    SIGNAL_TYPES["pdq"].compute_image(image)  # whatever decodes also hashes
+
+
+@given(st.binary(max_size=512), st.text(max_size=20))
+def test_sniffing_and_text_decoding(data, name):
+    try:
+        assert sniff_content_type(data, name) in ("photo", "text")
+    except InvalidInput:
+        pass
+    try:
+        assert decode_text(data, 1000).strip()
+    except InvalidInput:
+        pass
+
+
+@given(JSON)
+def test_signal_values_from_clients(value):
+    for signal_type in SIGNAL_TYPES.values():
+        try:
+            parsed = signal_type.parse(value)
+        except InvalidInput:
+            continue
+        signal_type.encode([parsed])  # a value that parses can be indexed
+
+
+@given(st.one_of(st.text(max_size=300), JSON.map(repr), st.binary(max_size=300).map(lambda b: b.decode("latin-1"))))
+def test_request_bodies(text):
+    for model in EITHER_MODELS:
+        try:
+            model.model_validate_json(text)
+        except ValidationError:
+            pass
+
+
+def test_schemathesis_finds_no_server_error(service, tmp_path):
+    """Schemathesis generates requests for every operation of /openapi.json (a writer's token:
+    admin operations answer 403); no answer may be a 5xx."""
+    import os
+    import subprocess
+    import sys
+
+    examples = "300" if os.environ.get("HYPOTHESIS_PROFILE") == "long" else "8"
+    result = subprocess.run(
+        [
+            os.path.join(os.path.dirname(sys.executable), "schemathesis"), "run", f"{service.url}/openapi.json",
+            "--checks", "not_a_server_error", "--max-examples", examples, "--seed", "7", "--request-timeout", "60",
+            "--header", f"Authorization: Bearer {service.token('writer')}",
+        ],
+        capture_output=True, text=True, cwd=tmp_path, timeout=1200,
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
