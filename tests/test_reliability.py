@@ -225,3 +225,53 @@ def test_durability_across_a_restart(service):
 
     with ThreadPoolExecutor(8) as pool:
         assert all(pool.map(matches, acknowledged))
+
+
+def test_overload_is_shed_with_503(service):
+    """Far beyond capacity (a small application: 2 requests at a time, 4 queued), callers get a
+    quick 503 instead of a growing queue, and the accepted requests' latency stays bounded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+    from ray import serve
+
+    from mediamatch.deployments.app import build_app
+
+    from mediamatch.platform.settings import Settings
+
+    tight = {"min_replicas": 1, "max_replicas": 1, "max_ongoing_requests": 2, "max_queued_requests": 4}
+    one = {"min_replicas": 1, "max_replicas": 1}
+    small = {"signal_types": ["md5"], "ingress": tight, "hasher": one, "searcher": one}
+    settings = Settings(**{**service.settings.model_dump(), "serve": small})
+    serve.run(build_app(settings), name="overload", route_prefix="/overload")
+    url = service.url + "/overload"
+    try:
+        wait_until(lambda: requests.get(url + "/readyz").status_code == 200)
+        body = {"text": "x" * 10_000}  # hashed by the Hasher: a little work per request
+
+        def call(_):
+            started = time.perf_counter()
+            response = requests.post(url + "/v1/hash", json=body, headers={"Authorization": f"Bearer {service.token('matcher')}"}, timeout=60)
+            return response.status_code, time.perf_counter() - started
+
+        with ThreadPoolExecutor(48) as pool:
+            results = list(pool.map(call, range(240)))
+    finally:
+        serve.delete("overload")
+    codes = [code for code, _ in results]
+    accepted = sorted(seconds for code, seconds in results if code == 200)
+    shed = [seconds for code, seconds in results if code == 503]
+    print(f"\noverload: {len(accepted)} accepted, {len(shed)} shed with 503; accepted p99 {accepted[int(0.99 * (len(accepted) - 1))]:.3f} s")
+    assert set(codes) <= {200, 503} and shed and accepted
+    assert accepted[int(0.99 * (len(accepted) - 1))] < 10 and max(shed) < 10
+
+
+def test_tokens_never_reach_the_logs(service):
+    import glob
+    import os
+
+    service.call("GET", "/v1/banks", headers={"Authorization": "Bearer not-a-real-token-zzz"}, team=None)
+    logs = glob.glob("/tmp/ray/session_latest/logs/**/*", recursive=True)  # every Ray process's log
+    assert logs
+    leaked = [path for path in logs if os.path.isfile(path) and any(s in open(path, "rb").read() for s in (b"test-token-", b"not-a-real-token-zzz"))]
+    assert leaked == []
