@@ -10,6 +10,7 @@ Blocking work (object storage, the catalog) runs in threads so the event loop ke
 import asyncio
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -343,6 +344,22 @@ class Ingress:
             log.warning("index gauges not updated: %s", exc)
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
+
+    @app.get("/v1/deployments", tags=["operations"])
+    async def deployments(self, request: Request) -> dict:
+        """This application's deployments with their running replicas, and the cluster's
+        resources: the shape a load test measured (admin)."""
+        self.principal(request).require("admin")
+        app_name = serve.get_replica_context().app_name
+        status = (await self.run(serve.status)).applications[app_name]
+        resources = ray.cluster_resources()
+        return {
+            "application": app_name,
+            "deployments": {name: {"status": str(d.status), "replicas": d.replica_states.get("RUNNING", 0)} for name, d in status.deployments.items()},
+            "cpus": os.cpu_count(),  # this node's cores (the logical CPUs Ray schedules by may differ)
+            "ray_cpus": resources.get("CPU", 0),
+            "gpus": resources.get("GPU", 0),
+        }
 
     @app.get("/v1/signal-types", tags=["matching"])
     async def signal_types(self, request: Request) -> dict[str, list[SignalTypeOut]]:

@@ -417,6 +417,101 @@ def token_create(team: str, roles: tuple[str, ...], banks: tuple[str, ...]) -> N
     click.echo("  - " + json.dumps(entry))
 
 
+# -- capacity planning ----------------------------------------------------------------------------
+@cli.command("loadtest")
+@click.option("--url", envvar="MEDIAMATCH_URL", default="http://127.0.0.1:8000", show_default=True)
+@TOKEN_OPTION
+@click.option("--rates", default="5,10,20,40,80", show_default=True, help="offered requests per second, one step each")
+@click.option("--step-seconds", type=click.FloatRange(1, 3600), default=20, show_default=True)
+@click.option("--mix", default="hash=60,photo=20,text=15,bank=5", show_default=True, help="request kinds and weights")
+@click.option("--max-requests", type=click.IntRange(1), help="at most this many requests per step")
+@click.option("--photos", type=click.Path(exists=True, file_okay=False), help="photos to upload (default: generated ones)")
+@click.option("--slo-p99-ms", type=click.FloatRange(0, min_open=True), help="a step over this p99 counts as saturated")
+@click.option("--out", default="loadtest-report", show_default=True, help="folder for loadtest.json and loadtest.png")
+@click.option("--seed", type=int, default=0)
+def loadtest_command(url, token, rates, step_seconds, mix, max_requests, photos, slo_p99_ms, out, seed) -> None:
+    """Drive a running service at stepped open-loop rates; report latency, throughput, errors
+    and the saturation point (JSON + PNG)."""
+    import asyncio
+
+    from .loadtest import LoadTest, Payloads, parse_mix, saturation, write_report
+
+    steps_qps = _rates(rates)
+    weights = parse_mix(mix)
+    client = Client(url, token)
+    shape = _shape(client, url)
+    test = LoadTest(url, token, weights, Payloads.make(photos, seed), seed=seed)
+    bars: list[tqdm] = []
+
+    def progress(label: str, total: int):
+        bar = tqdm(total=total, desc=label, unit="req", disable=None, leave=True)
+        bars.append(bar)
+        return bar.update
+
+    try:
+        steps = asyncio.run(test.run(steps_qps, step_seconds, max_requests, progress))
+    finally:
+        for bar in bars:
+            bar.close()
+    report = {"url": url, "mix": weights, "step_seconds": step_seconds, "shape": shape, "steps": steps}
+    report["saturation_qps"] = saturation(steps, slo_p99_ms)
+    json_path, png_path = write_report(report, out)
+    click.echo(f"{'offered':>8} {'achieved':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for st in steps:
+        click.echo(f"{st['offered_qps']:>8g} {st['achieved_qps']:>9.1f} {st['p50_ms'] or 0:>8.1f} {st['p95_ms'] or 0:>8.1f} {st['p99_ms'] or 0:>8.1f} {100 * st['error_rate']:>6.1f}%")
+    saturated = report["saturation_qps"]
+    click.echo(f"saturation: {f'{saturated:g} req/s offered' if saturated else 'not reached'}; report {json_path}, plot {png_path}")
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(r) for r in text.split(",") if r.strip()]
+    except ValueError:
+        raise InvalidInput(f"--rates must be numbers separated by commas, not {text!r}") from None
+    if not rates or min(rates) <= 0:
+        raise InvalidInput("--rates must be positive")
+    return rates
+
+
+def _shape(client: Client, url: str) -> dict:
+    """The measured service's deployments and resources (an admin token reads them; else one
+    replica each on this machine's cores, which is what `mediamatch serve` runs)."""
+    try:
+        shape = client.call("GET", "/v1/deployments")
+        return {"deployments": shape["deployments"], "cpus": shape["cpus"], "gpus": shape["gpus"], "source": "GET /v1/deployments"}
+    except MediamatchError as exc:
+        tqdm.write(f"note: the service's shape is unknown ({exc}); assuming one replica per deployment on {os.cpu_count()} cores", file=sys.stderr)
+        names = ["Ingress", "Hasher", "Embedder-text_embedding"] + [f"Searcher-{n}-0" for n in SIGNAL_TYPES]
+        return {"deployments": {n: {"replicas": 1} for n in names}, "cpus": os.cpu_count(), "gpus": 0, "source": "assumed"}
+
+
+@cli.command("capacity")
+@click.argument("report", type=click.Path(exists=True, dir_okay=False))
+@click.option("--target-qps", type=click.FloatRange(0, min_open=True), required=True)
+@click.option("--p99-ms", type=click.FloatRange(0, min_open=True), required=True)
+@click.option("--json", "as_json", is_flag=True)
+def capacity_command(report: str, target_qps: float, p99_ms: float, as_json: bool) -> None:
+    """What TARGET-QPS at p99 <= P99-MS costs, from a loadtest report (loadtest.json)."""
+    from .loadtest import capacity
+
+    try:
+        data = json.loads(Path(report).read_text())
+        answer = capacity(data, target_qps, p99_ms)
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InvalidInput(f"{report} is not a mediamatch loadtest report ({type(exc).__name__}: {exc})") from None
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    m = answer["measured"]
+    click.echo(f"measured: {m['sustained_qps']:g} req/s sustained at p99 {m['p99_ms']:g} ms on {m['cpus']} CPUs, {m['gpus']:g} GPUs")
+    click.echo(f"{target_qps:g} req/s at p99 <= {p99_ms:g} ms: {answer['copies']} x that = {answer['cpus']} CPUs, {answer['gpus']:g} GPUs")
+    click.echo("Serve deployments (serve_config.yaml):")
+    for name, d in answer["deployments"].items():
+        a = d["autoscaling_config"]
+        click.echo(f"  - name: {name}\n    autoscaling_config: {{min_replicas: {a['min_replicas']}, max_replicas: {a['max_replicas']}, target_ongoing_requests: {a['target_ongoing_requests']}}}")
+    click.echo(f"assumes {answer['assumption']}")
+
+
 def main() -> None:
     """The console script: user errors are one `error: ...` line on stderr and exit status 1;
     usage errors keep click's message and status 2."""

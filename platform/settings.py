@@ -43,6 +43,8 @@ class DeploymentSettings(BaseModel):
     target_ongoing_requests: float = Field(4, gt=0)
     max_ongoing_requests: int = Field(32, ge=1)
     max_queued_requests: int = Field(-1, ge=-1, description="beyond this many waiting, callers get 503 at once; -1: unbounded")
+    upscale_delay_s: float = Field(30, ge=0, description="load must stay above target this long before a replica is added")
+    downscale_delay_s: float = Field(600, ge=0, description="load must stay below target this long before a replica is removed")
     num_cpus: float = Field(0.1, ge=0, description="logical CPUs per replica (replicas mostly wait on I/O and each other)")
     num_gpus: float | None = Field(None, ge=0, description="None: 1 for model deployments when the cluster has GPUs")
 

@@ -101,6 +101,7 @@ def test_schemathesis_finds_no_server_error(service, tmp_path):
     import sys
 
     examples = "300" if os.environ.get("HYPOTHESIS_PROFILE") == "long" else "8"
+    before = replica_rss("Ingress")
     result = subprocess.run(
         [
             os.path.join(os.path.dirname(sys.executable), "schemathesis"), "run", f"{service.url}/openapi.json",
@@ -110,3 +111,14 @@ def test_schemathesis_finds_no_server_error(service, tmp_path):
         capture_output=True, text=True, cwd=tmp_path, timeout=1200,
     )
     assert result.returncode == 0, result.stdout[-4000:]
+    grown = replica_rss("Ingress") - before
+    print(f"\nschemathesis: ingress resident memory grew {grown / 2**20:.0f} MiB")
+    assert grown < 512 * 2**20  # bounded: no body or decoded image is kept
+
+
+def replica_rss(deployment: str) -> int:
+    """Resident bytes of a deployment's replica processes (Ray titles them ray::ServeReplica:<app>:<name>)."""
+    import ray  # noqa: F401  (its psutil)
+    import psutil
+
+    return sum(p.memory_info().rss for p in psutil.process_iter(["cmdline"]) if f"ServeReplica:mediamatch:{deployment}" in " ".join(p.info["cmdline"] or []))
