@@ -355,7 +355,7 @@ class Ingress:
         resources = ray.cluster_resources()
         return {
             "application": app_name,
-            "deployments": {name: {"status": str(d.status), "replicas": d.replica_states.get("RUNNING", 0)} for name, d in status.deployments.items()},
+            "deployments": {name: {"status": getattr(d.status, "value", str(d.status)), "replicas": d.replica_states.get("RUNNING", 0)} for name, d in status.deployments.items()},
             "cpus": os.cpu_count(),  # this node's cores (the logical CPUs Ray schedules by may differ)
             "ray_cpus": resources.get("CPU", 0),
             "gpus": resources.get("GPU", 0),

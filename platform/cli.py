@@ -423,13 +423,14 @@ def token_create(team: str, roles: tuple[str, ...], banks: tuple[str, ...]) -> N
 @TOKEN_OPTION
 @click.option("--rates", default="5,10,20,40,80", show_default=True, help="offered requests per second, one step each")
 @click.option("--step-seconds", type=click.FloatRange(1, 3600), default=20, show_default=True)
+@click.option("--warmup-seconds", type=click.FloatRange(0, 600), default=5, show_default=True, help="at the first rate, not counted")
 @click.option("--mix", default="hash=60,photo=20,text=15,bank=5", show_default=True, help="request kinds and weights")
 @click.option("--max-requests", type=click.IntRange(1), help="at most this many requests per step")
 @click.option("--photos", type=click.Path(exists=True, file_okay=False), help="photos to upload (default: generated ones)")
 @click.option("--slo-p99-ms", type=click.FloatRange(0, min_open=True), help="a step over this p99 counts as saturated")
 @click.option("--out", default="loadtest-report", show_default=True, help="folder for loadtest.json and loadtest.png")
 @click.option("--seed", type=int, default=0)
-def loadtest_command(url, token, rates, step_seconds, mix, max_requests, photos, slo_p99_ms, out, seed) -> None:
+def loadtest_command(url, token, rates, step_seconds, warmup_seconds, mix, max_requests, photos, slo_p99_ms, out, seed) -> None:
     """Drive a running service at stepped open-loop rates; report latency, throughput, errors
     and the saturation point (JSON + PNG)."""
     import asyncio
@@ -449,11 +450,11 @@ def loadtest_command(url, token, rates, step_seconds, mix, max_requests, photos,
         return bar.update
 
     try:
-        steps = asyncio.run(test.run(steps_qps, step_seconds, max_requests, progress))
+        steps = asyncio.run(test.run(steps_qps, step_seconds, max_requests, progress, warmup_seconds))
     finally:
         for bar in bars:
             bar.close()
-    report = {"url": url, "mix": weights, "step_seconds": step_seconds, "shape": shape, "steps": steps}
+    report = {"url": url, "mix": weights, "step_seconds": step_seconds, "warmup_seconds": warmup_seconds, "slo_p99_ms": slo_p99_ms, "shape": shape, "steps": steps}
     report["saturation_qps"] = saturation(steps, slo_p99_ms)
     json_path, png_path = write_report(report, out)
     click.echo(f"{'offered':>8} {'achieved':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")

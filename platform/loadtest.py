@@ -90,6 +90,7 @@ class StepResult:
         failed = sum(self.errors.values())
         out = {
             "offered_qps": self.offered_qps,
+            "sent_qps": round(self.sent / self.seconds, 2),  # the Poisson schedule's actual rate
             "achieved_qps": round(len(every) / self.seconds, 2),
             "sent": self.sent,
             "ok": len(every),
@@ -177,12 +178,16 @@ class LoadTest:
             reason = f"http_{status}"
         result.errors[reason] = result.errors.get(reason, 0) + 1
 
-    async def run(self, rates: list[float], seconds: float, max_requests: int | None, progress: Callable[[str, int], Callable[[], None]]) -> list[dict]:
+    async def run(
+        self, rates: list[float], seconds: float, max_requests: int | None, progress: Callable[[str, int], Callable[[], None]], warmup: float = 5
+    ) -> list[dict]:
         import aiohttp
 
         connector = aiohttp.TCPConnector(limit=self.max_in_flight)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
             await self.prepare(session)
+            if warmup:  # first requests pay for cold caches and lazy loading: not counted
+                await self.step(session, rates[0], warmup, max_requests, progress("warm-up", int(rates[0] * warmup)))
             steps = []
             for rate in rates:
                 tick = progress(f"{rate:g} req/s", int(rate * seconds))
@@ -191,10 +196,10 @@ class LoadTest:
 
 
 def saturation(steps: list[dict], p99_ms: float | None = None) -> float | None:
-    """The first offered rate the service did not sustain: under 90% achieved, over 1% errors,
-    or (given an SLO) p99 above it. None: every step was sustained."""
+    """The first offered rate the service did not sustain: under 90% of the requests sent
+    answered, over 1% errors, or (given an SLO) p99 above it. None: every step was sustained."""
     for step in steps:
-        if step["achieved_qps"] < 0.9 * step["offered_qps"] or step["error_rate"] > 0.01 or (p99_ms and (step["p99_ms"] or math.inf) > p99_ms):
+        if step["achieved_qps"] < 0.9 * step.get("sent_qps", step["offered_qps"]) or step["error_rate"] > 0.01 or (p99_ms and (step["p99_ms"] or math.inf) > p99_ms):
             return step["offered_qps"]
     return None
 
@@ -237,7 +242,7 @@ def write_report(report: dict, out_dir: str) -> tuple[str, str]:
 # -- capacity ------------------------------------------------------------------------------------
 def sustainable(steps: list[dict], p99_ms: float) -> dict | None:
     """The highest step that was sustained (≥ 95% achieved, ≤ 1% errors) within the p99 target."""
-    good = [s for s in steps if s["achieved_qps"] >= 0.95 * s["offered_qps"] and s["error_rate"] <= 0.01 and s["p99_ms"] is not None and s["p99_ms"] <= p99_ms]
+    good = [s for s in steps if s["achieved_qps"] >= 0.95 * s.get("sent_qps", s["offered_qps"]) and s["error_rate"] <= 0.01 and s["p99_ms"] is not None and s["p99_ms"] <= p99_ms]
     return max(good, key=lambda s: s["achieved_qps"]) if good else None
 
 

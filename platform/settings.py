@@ -51,7 +51,7 @@ class DeploymentSettings(BaseModel):
 
 class ServeSettings(BaseModel):
     ingress: DeploymentSettings = Field(
-        default_factory=lambda: DeploymentSettings(max_ongoing_requests=64, target_ongoing_requests=8, max_queued_requests=512)
+        default_factory=lambda: DeploymentSettings(max_ongoing_requests=64, target_ongoing_requests=8, max_queued_requests=100)
     )
     hasher: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.25))
     embedder: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.5, max_replicas=1))
