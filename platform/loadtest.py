@@ -227,6 +227,7 @@ def write_report(report: dict, out_dir: str) -> tuple[str, str]:
     errors = right.twinx()
     errors.bar(offered, [100 * s["error_rate"] for s in steps], width=max(offered) / 40, alpha=0.3, color="red")
     errors.set_ylabel("errors (%)")
+    errors.set_ylim(bottom=0, top=max(1.0, *(100 * s["error_rate"] * 1.2 for s in steps)))
     if report.get("saturation_qps"):
         for axis in (left, right):
             axis.axvline(report["saturation_qps"], color="red", linestyle="--", label="saturation")
