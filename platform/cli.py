@@ -340,8 +340,11 @@ def index_rollback(obj: Context, signal_type: str, version: str) -> None:
 @click.option("--address", help="an existing Ray cluster (e.g. auto or ray://head:10001); deploy there and return")
 @click.pass_obj
 def serve_command(obj: Context, host: str | None, port: int | None, address: str | None) -> None:
-    """Run the match service: a local Ray instance and the Serve application, until Ctrl-C."""
-    import time
+    """Run the match service: a local Ray instance and the Serve application, until Ctrl-C
+    (or SIGTERM)."""
+    import signal
+    import socket
+    import threading
 
     import ray
     from ray import serve
@@ -352,6 +355,10 @@ def serve_command(obj: Context, host: str | None, port: int | None, address: str
     if not settings.tokens and not is_loopback(settings.host):
         click.echo(f"warning: no tokens configured, so the service is anonymous and listens on 127.0.0.1, not {settings.host}", err=True)
         settings = settings.model_copy(update={"host": "127.0.0.1"})
+    if not settings.ray_address:
+        with socket.socket() as probe:  # Serve's proxy would share a busy port silently
+            if probe.connect_ex((settings.host, settings.port)) == 0:
+                raise InvalidInput(f"{settings.host}:{settings.port} is in use (another mediamatch serve?): stop it or pass --port")
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     # A local instance gets at least 4 logical CPUs: replicas take fractions and mostly wait,
     # and a reindex job started over HTTP needs whole CPUs for its Ray Data tasks beside them.
@@ -363,14 +370,14 @@ def serve_command(obj: Context, host: str | None, port: int | None, address: str
     click.echo(f"mediamatch listening on http://{settings.host}:{settings.port}{anonymous}; storage {settings.storage}")
     if settings.ray_address:
         return  # the application lives on the cluster
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ray's driver does not turn them into KeyboardInterrupt
+        signal.signal(sig, lambda *_: stop.set())
     click.echo("Ctrl-C stops it")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        click.echo("stopping")
-        serve.shutdown()
-        ray.shutdown()
+    stop.wait()
+    click.echo("stopping")
+    serve.shutdown()
+    ray.shutdown()
 
 
 @cli.command("match")

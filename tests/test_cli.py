@@ -155,3 +155,14 @@ def test_serve_config_is_valid_for_serve_and_names_every_deployment():
     named = {d.name for d in application.deployments}
     assert named == set(deployment_names(load_settings(**application.args)))
     assert app_builder(dict(application.args)) is not None
+
+
+def test_serve_refuses_a_busy_port(tmp_path):
+    """Serve's proxy would share a busy port silently (two services answering in turn)."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = mediamatch(str(tmp_path / "store"), "serve", "--port", str(busy.getsockname()[1]))
+    assert result.returncode == 1 and "is in use (another mediamatch serve?)" in result.stderr
