@@ -10,7 +10,7 @@ from typing import Any
 
 from ray import serve
 
-from mediamatch.platform.errors import MediamatchError, NotReady
+from mediamatch.platform.errors import MediamatchError, NotReady, StorageError
 from mediamatch.platform.live import LiveIndex
 from mediamatch.platform.settings import Settings
 from mediamatch.platform.signals import get_signal_type
@@ -48,7 +48,9 @@ class ShardSearcher:
                 continue
             try:
                 self.live.refresh()
-            except Exception:  # keep serving the loaded state; try again next period
+            except StorageError as exc:  # keep serving the loaded state; try again next period
+                log.warning("%s: object store unreachable, serving what is loaded: %s", self.signal_type.name, exc)
+            except Exception:
                 log.exception("%s: refreshing the index failed", self.signal_type.name)
 
     @serve.batch
