@@ -8,7 +8,6 @@ Blocking work (object storage, the catalog) runs in threads so the event loop ke
 
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -31,14 +30,13 @@ from mediamatch.platform.catalog import Catalog, Entry
 from mediamatch.platform.errors import (
     InvalidInput,
     NotFound,
-    MalformedRequest,
     MediamatchError,
     NotReady,
     StorageError,
     TooLarge,
     UnsupportedContentType,
 )
-from mediamatch.platform.media import CONTENT_TYPES, sniff_content_type
+from mediamatch.platform.media import CONTENT_TYPES, json_object, sniff_content_type
 from mediamatch.platform.settings import Settings
 from mediamatch.platform.signals import SIGNAL_TYPES, Signal, SignalType, get_signal_type
 from mediamatch.platform.storage import ObjectStore
@@ -214,19 +212,6 @@ async def read_request(request: Request, model: type[BaseModel] | None, limit: i
 def csv_field(fields: dict[str, str], name: str) -> list[str] | None:
     value = fields.get(name)
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
-def json_field(fields: dict[str, str], name: str) -> dict:
-    text = fields.get(name)
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MalformedRequest(f"the {name!r} field is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidInput(f"the {name!r} field must be a JSON object")
-    return value
 
 
 def entry_out(entry: Entry) -> EntryOut:
@@ -408,7 +393,7 @@ class Ingress:
         await self.run(self.catalog.get_bank, bank)  # an unknown bank fails before any work
         if isinstance(body, Upload):
             content_type = body.fields.get("content_type") or sniff_content_type(body.data, body.filename)
-            entry = await self.new_entry(bank, body.data, content_type, json_field(body.fields, "metadata"))
+            entry = await self.new_entry(bank, body.data, content_type, json_object(body.fields.get("metadata"), "the 'metadata' field"))
         elif body.text is not None:
             entry = await self.new_entry(bank, body.text, "text", body.metadata)
         else:

@@ -17,7 +17,7 @@ from .auth import is_loopback, new_token
 from .catalog import Catalog, Entry
 from .client import Client
 from .errors import InvalidInput, MediamatchError
-from .media import CONTENT_TYPES, sniff_content_type
+from .media import CONTENT_TYPES, json_object, sniff_content_type
 from .settings import Settings, load_settings
 from .signals import SIGNAL_TYPES, compute_signals, signal_types_for
 from .storage import ObjectStore, sha256_hex
@@ -106,7 +106,7 @@ def bank_add(
         raise InvalidInput("give files or directories, or --text, not both")
     if not paths and text is None:
         raise InvalidInput("give files or directories to bank, or --text")
-    meta = _json_object(metadata, "--metadata")
+    meta = json_object(metadata, "--metadata")
     if url:
         _bank_add_http(Client(url, token), bank_name, paths, text, content_type, meta)
         return
@@ -192,18 +192,6 @@ def _new_entry(settings: Settings, bank: str, name: str, data: bytes, content_ty
             tqdm.write(f"warning: {name}: no {signal_name} ({signal.reason})", file=sys.stderr)
     values = {n: s.value for n, s in signals.items() if s.value is not None}
     return Entry(bank=bank, content_type=content_type, signals=values, metadata=metadata, media=sha256_hex(data))
-
-
-def _json_object(text: str | None, option: str) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"{option} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidInput(f"{option} must be a JSON object")
-    return value
 
 
 @bank.command("disable")

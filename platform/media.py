@@ -1,13 +1,14 @@
-"""Decoding and validating media bytes, with bounded sizes and precise errors."""
+"""Decoding and validating media bytes and client input, with bounded sizes and precise errors."""
 
 from __future__ import annotations
 
 import io
+import json
 import warnings
 
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InvalidInput, TooLarge, UnsupportedMedia
+from .errors import InvalidInput, MalformedRequest, TooLarge, UnsupportedMedia
 
 CONTENT_TYPES = ("photo", "video", "audio", "text", "post")
 
@@ -59,3 +60,16 @@ def sniff_content_type(data: bytes, filename: str = "") -> str:
         return "text"
     except UnicodeDecodeError:
         raise UnsupportedMedia(f"unrecognised media{' in ' + filename if filename else ''}: not an image or UTF-8 text")
+
+
+def json_object(text: str | None, what: str) -> dict:
+    """A JSON object given as text (a CLI option, a form field); {} when empty."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MalformedRequest(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{what} must be a JSON object")
+    return value
