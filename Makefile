@@ -19,12 +19,14 @@ serve: $(STAMP)
 test: $(STAMP) testdata
 	$(BIN)/python -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning
 
-# Real drawings for the service's match-quality test (Debian's openclipart-png), where apt can install them.
+# Real media for the match-quality tests, where apt can install them: drawings (Debian's
+# openclipart-png) and speech (espeak-ng renders real documentation texts).
+TESTDATA_PACKAGES := openclipart-png espeak-ng
 testdata:
-	@test -d /usr/share/openclipart || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
-		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -q openclipart-png >/dev/null 2>&1 || \
-		  { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openclipart-png >/dev/null 2>&1; }; }; } || \
-		echo "note: openclipart-png could not be installed; the tests that need it will be skipped"
+	@{ test -d /usr/share/openclipart && command -v espeak-ng >/dev/null; } || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(TESTDATA_PACKAGES) >/dev/null 2>&1 || \
+		  { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(TESTDATA_PACKAGES) >/dev/null 2>&1; }; }; } || \
+		echo "note: $(TESTDATA_PACKAGES) could not be installed; the tests that need them will be skipped"
 
 # The long hostile-input run: hypothesis at 20,000 examples per parser, schemathesis at 300 per operation.
 fuzz: $(STAMP)

@@ -38,7 +38,7 @@ from mediamatch.platform.errors import (
 )
 from mediamatch.platform.media import CONTENT_TYPES, json_object, sniff_content_type
 from mediamatch.platform.settings import Settings
-from mediamatch.platform.signals import SIGNAL_TYPES, Signal, SignalType, get_signal_type
+from mediamatch.platform.signals import Signal, SignalType, configure_signal_types, get_signal_type
 from mediamatch.platform.storage import ObjectStore
 from mediamatch.platform.versions import IndexVersions
 
@@ -224,6 +224,7 @@ def entry_out(entry: Entry) -> EntryOut:
 class Ingress:
     def __init__(self, settings: dict[str, Any], computers: dict[str, Any], searchers: dict[str, list[Any]]):
         self.settings = Settings(**settings)
+        configure_signal_types(self.settings)  # thresholds of model signals come with their model
         self.store = ObjectStore.from_settings(self.settings)
         self.catalog = Catalog(self.store)
         self.catalog_error: str | None = None
@@ -274,10 +275,11 @@ class Ingress:
                 get_signal_type(name)
         return [s for s in self.served if content_type in s.content_types and (not requested or s.name in requested)]
 
-    async def compute(self, content: bytes | str, content_type: str, types: list[SignalType]) -> dict[str, Signal]:
-        """The signals of one item, from the hasher and the model deployments in parallel."""
+    async def compute(self, content: bytes | str, content_type: str, types: list[SignalType], query: bool = False) -> dict[str, Signal]:
+        """The signals of one item (`query`: one to match), from the hasher and the model
+        deployments in parallel."""
         names = {"hasher" if not s.needs_model else f"embed-{s.name}" for s in types}
-        results = await asyncio.gather(*(self.computers[n].compute.remote((content, content_type)) for n in sorted(names)))
+        results = await asyncio.gather(*(self.computers[n].compute.remote((content, content_type, query)) for n in sorted(names)))
         signals: dict[str, Signal] = {}
         for result in results:
             if isinstance(result, MediamatchError):
@@ -527,7 +529,7 @@ class Ingress:
 
     async def match_part(self, part, content, content_type, raw, banks, requested, seq):
         if raw is None:
-            computed = await self.compute(content, content_type, self.wanted_types(content_type, requested))
+            computed = await self.compute(content, content_type, self.wanted_types(content_type, requested), query=True)
             values = {n: s.value for n, s in computed.items() if s.value is not None}
         else:
             values = {n: v for n, v in raw.items() if not requested or n in requested}

@@ -70,8 +70,9 @@ class ShardSearcher:
             groups.setdefault(key, []).append(i)
         for key, members in groups.items():
             values = [v for i in members for v in requests[i]["values"]]
-            version, hits = self.live.search(
-                self.signal_type.encode(values),
+            search = self.live.search_bags if self.signal_type.bag else self.live.search
+            version, hits = search(
+                values if self.signal_type.bag else self.signal_type.encode(values),
                 max(requests[i]["k"] for i in members),
                 max(requests[i]["radius"] for i in members),
                 None if key is None else set(key),

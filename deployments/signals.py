@@ -15,11 +15,11 @@ from ray import serve
 
 from mediamatch.platform.errors import MediamatchError
 from mediamatch.platform.settings import Settings
-from mediamatch.platform.signals import Signal, get_signal_type
+from mediamatch.platform.signals import Signal, configure_signal_types, get_signal_type
 
 log = logging.getLogger("ray.serve")
 
-Item = tuple[bytes | str, str]  # content, content type
+Item = tuple[bytes | str, str, bool]  # content, content type, whether it is to be matched (else banked)
 Computed = dict[str, Signal] | MediamatchError  # one item's signals, or why it has none
 
 
@@ -30,9 +30,9 @@ class SignalComputer:
         self.types = [get_signal_type(name) for name in signal_types]
         self.compute.set_max_batch_size(self.settings.serve.max_batch_size)
         self.compute.set_batch_wait_timeout_s(self.settings.serve.batch_wait_ms / 1000)
+        configure_signal_types(self.settings)
         for signal_type in self.types:
-            if signal_type.needs_model:  # load the model now, not on the first request
-                signal_type.compute_batch(["warm up"], self.settings.limits)
+            signal_type.warm_up()  # load a model now, not on the first request
 
     def ready(self) -> bool:
         return True
@@ -45,21 +45,26 @@ class SignalComputer:
         """Each item's signals of the types it has; an item that cannot be read gets its error."""
         out: list[Computed] = [{} for _ in items]
         for signal_type in self.types:
-            mine = [i for i, (_, ctype) in enumerate(items) if ctype in signal_type.content_types and isinstance(out[i], dict)]
-            if not mine:
-                continue
-            for i, result in zip(mine, self._batch(signal_type, [items[i][0] for i in mine])):
-                out[i] = result if isinstance(result, MediamatchError) else {**out[i], signal_type.name: result}
+            mine = [i for i, (_, ctype, _) in enumerate(items) if ctype in signal_type.content_types and isinstance(out[i], dict)]
+            for query in (False, True):
+                group = [i for i in mine if items[i][2] == query]
+                if not group:
+                    continue
+                for i, result in zip(group, self._batch(signal_type, [items[i][0] for i in group], query)):
+                    out[i] = result if isinstance(result, MediamatchError) else {**out[i], signal_type.name: result}
         return out
 
-    def _batch(self, signal_type, contents: list) -> list[Signal | MediamatchError]:
+    def _batch(self, signal_type, contents: list, query: bool) -> list[Signal | MediamatchError]:
+        one = signal_type.compute_query if query else signal_type.compute
         try:
+            if query and signal_type.query_form:
+                return [one(content, self.settings.limits) for content in contents]
             return signal_type.compute_batch(contents, self.settings.limits)
         except MediamatchError:  # one bad item spoils a batch: redo one at a time
             out = []
             for content in contents:
                 try:
-                    out.append(signal_type.compute(content, self.settings.limits))
+                    out.append(one(content, self.settings.limits))
                 except MediamatchError as exc:
                     out.append(exc)
             return out

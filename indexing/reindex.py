@@ -29,8 +29,8 @@ import ray
 
 from mediamatch.platform.catalog import Catalog, media_key, snapshot_folder
 from mediamatch.platform.index import IndexParams, Shard, choose_params, faiss_module, merge_results, row_flags, set_nprobe, train_index
-from mediamatch.platform.settings import IndexSettings, LimitSettings, Settings
-from mediamatch.platform.signals import SIGNAL_TYPES, SignalType, get_signal_type
+from mediamatch.platform.settings import IndexSettings, Settings
+from mediamatch.platform.signals import SIGNAL_TYPES, SignalType, configure_signal_types, get_signal_type
 from mediamatch.platform.storage import ObjectStore, sha256_hex
 from mediamatch.platform.versions import IndexVersions, Manifest, ShardFile
 
@@ -58,7 +58,7 @@ def reindex(
     published = {}
     for i, signal_type in enumerate(types):
         share = lambda f, msg, i=i: report((i + f) / len(types), f"{signal_type.name}: {msg}")  # noqa: E731
-        ds = catalog_signals(store, seq, signal_type, settings.limits)
+        ds = catalog_signals(store, seq, signal_type, settings)
         published[signal_type.name] = build_index(
             store, signal_type, ds, shards or settings.index.shards, settings.index, catalog_seq=seq, banks=banks, progress=share
         )
@@ -67,15 +67,15 @@ def reindex(
 
 
 # -- step 1: signals ----------------------------------------------------------------------------
-def catalog_signals(
-    store: ObjectStore, seq: int, signal_type: SignalType, limits: LimitSettings
-) -> ray.data.Dataset:
+def catalog_signals(store: ObjectStore, seq: int, signal_type: SignalType, settings: Settings) -> ray.data.Dataset:
     """(entry_id, value, bank, enabled) of every entry that has or can get this signal.
 
     Disabled entries and the entries of disabled banks are indexed too, flagged: the service
-    filters them at search time, so enabling them again needs no rebuild."""
+    filters them at search time, so enabling them again needs no rebuild. Model signals are
+    computed afresh from the media (the model may have changed since banking); a stored value
+    is used only for entries banked without media."""
     entries = read_parquet(store, f"{snapshot_folder(seq)}/entries.parquet")
-    args = dict(fn_constructor_args=(signal_type.name, store, limits), batch_format="pyarrow")
+    args = dict(fn_constructor_args=(signal_type.name, store, settings), batch_format="pyarrow")
     if signal_type.needs_model:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         return entries.map_batches(SignalExtractor, batch_size=256, compute=_actor_pool(), num_gpus=gpus, **args)
@@ -106,24 +106,25 @@ def _actor_pool() -> ray.data.ActorPoolStrategy:
 
 class SignalExtractor:
     """Map a batch of catalog rows to (entry_id, value, bank, enabled): the stored signal, else
-    computed from the stored media."""
+    computed from the stored media (model signals: from the media whenever there is some)."""
 
-    def __init__(self, signal_type: str, store: ObjectStore, limits: LimitSettings):
+    def __init__(self, signal_type: str, store: ObjectStore, settings: Settings):
+        configure_signal_types(settings)
         self.signal_type = get_signal_type(signal_type)
-        self.store, self.limits = store, limits
-        if self.signal_type.needs_model:
-            self.signal_type.compute_batch(["warm up"], limits)  # load the model once per actor
+        self.store, self.limits = store, settings.limits
+        self.signal_type.warm_up()  # load a model once per actor
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         st = self.signal_type
         rows, values, missing = [], [], []
         for row in batch.select(["entry_id", "bank", "content_type", "signals", "enabled", "media"]).to_pylist():
             value = json.loads(row["signals"]).get(st.name)
-            if value is not None:
+            computable = row["media"] and row["content_type"] in st.content_types
+            if computable and (value is None or st.needs_model):
+                missing.append(row)
+            elif value is not None:
                 rows.append(row)
                 values.append(value)
-            elif row["media"] and row["content_type"] in st.content_types:
-                missing.append(row)
         if missing:
             computed = self._compute([self.store.get(media_key(row["media"])) for row in missing])
             for row, signal in zip(missing, computed):
@@ -154,8 +155,8 @@ def signal_table(
     enabled: list[bool] | None = None,
 ) -> pa.Table:
     """The job's signal schema: entry_id + value as fixed-size binary, fixed-size float list or
-    string (+ bank and enabled, for catalog entries)."""
-    if signal_type.index_kind == "exact":
+    string (bag signals: their whole value) (+ bank and enabled, for catalog entries)."""
+    if signal_type.index_kind == "exact" or signal_type.bag:
         column = pa.array(values, pa.string())
     elif signal_type.index_kind == "binary":
         column = pa.array([bytes.fromhex(v) for v in values], pa.binary(signal_type.dim // 8))
@@ -170,10 +171,13 @@ def signal_table(
 
 
 def column_values(signal_type: SignalType, column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A value column as the index takes it: (n, bytes) uint8, (n, dim) float32, or strings."""
+    """A value column as the index takes it: (n, bytes) uint8, (n, dim) float32, uint32 keys or
+    strings (a bag signal's table is exploded into rows first: `explode`)."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if signal_type.index_kind == "exact":
         return np.asarray(array.to_pylist(), dtype=object)
+    if signal_type.index_kind == "postings":
+        return array.to_numpy(zero_copy_only=False).astype(np.uint32)
     if signal_type.index_kind == "binary":
         width = signal_type.dim // 8
         if pa.types.is_fixed_size_binary(array.type):
@@ -184,6 +188,28 @@ def column_values(signal_type: SignalType, column: pa.ChunkedArray | pa.Array) -
         array = array.storage
     flat = array.flatten().to_numpy(zero_copy_only=False)
     return np.ascontiguousarray(flat.reshape(-1, signal_type.dim), dtype=np.float32)
+
+
+def explode(signal_type: SignalType, table: pa.Table) -> tuple[pa.Table, np.ndarray]:
+    """A table of entries as the index holds it: unchanged, or for a bag signal one row per frame
+    or landmark (entry id, bank and enabled repeated, plus each row's time). Returns the table
+    and its values as `column_values` gives them."""
+    if not signal_type.bag:
+        return table, column_values(signal_type, table.column("value"))
+    rows, owner, times = signal_type.rows(table.column("value").to_pylist())
+    take = pa.array(owner, pa.int64())
+    exploded = table.drop_columns(["value"]).take(take).append_column("time", pa.array(times, pa.float32()))
+    if signal_type.index_kind == "postings":
+        exploded = exploded.append_column("value", pa.array(rows, pa.uint32()))
+    return exploded, rows
+
+
+def _row_counts(signal_type: SignalType):
+    def count(batch: pa.Table) -> pa.Table:
+        owner = signal_type.rows(batch.column("value").to_pylist())[1]
+        return pa.table({"n": [len(owner)]})
+
+    return count
 
 
 # -- steps 2-5: the index -----------------------------------------------------------------------
@@ -216,7 +242,9 @@ def build_index(
     try:
         report(0.02, "reading signals")
         ds = ds.materialize()
-        count = ds.count()
+        count = entries = ds.count()
+        if signal_type.bag and count:  # the index holds rows (frames, landmarks), not entries
+            count = int(ds.map_batches(_row_counts(signal_type), batch_format="pyarrow").sum("n"))
         params = choose_params(signal_type, count, settings)
         lap("signals")
         rng = np.random.default_rng(settings.seed)
@@ -230,8 +258,8 @@ def build_index(
         if trained is not None:
             ray.wait([trained], fetch_local=False)
         lap("train")
-        n_parts = min(shards, count)
-        parts = ds.split_at_indices([count * i // n_parts for i in range(1, n_parts)]) if n_parts > 1 else [ds] * n_parts
+        n_parts = min(shards, entries)  # split by entries: a bag entry's rows stay in one shard
+        parts = ds.split_at_indices([entries * i // n_parts for i in range(1, n_parts)]) if n_parts > 1 else [ds] * n_parts
         threads = max(1, (os.cpu_count() or 1) // max(1, len(parts)))
         pending = [
             _shard_task.options(num_gpus=1 if use_gpu and params.type == "ivfpq" else 0).remote(
@@ -293,7 +321,7 @@ def sample_for_build(
         return np.zeros((0,)), np.zeros((0,))
     fraction = min(1.0, 1.2 * need / count)
     sample = ds.random_sample(fraction, seed=settings.seed) if fraction < 1 else ds
-    rows = column_values(signal_type, pa.concat_tables(ray.get(sample.to_arrow_refs())).column("value"))
+    rows = explode(signal_type, pa.concat_tables(ray.get(sample.to_arrow_refs())))[1]
     rows = rows[rng.permutation(len(rows))]
     return rows[:n_queries], rows[n_queries:need]
 
@@ -305,7 +333,7 @@ def perturb_queries(signal_type: SignalType, queries: np.ndarray, rng) -> np.nda
     if signal_type.index_kind == "binary":
         bits = np.unpackbits(queries, axis=1)
         for row in bits:
-            flips = rng.choice(signal_type.dim, size=rng.integers(0, int(signal_type.default_threshold) + 1), replace=False)
+            flips = rng.choice(signal_type.dim, size=rng.integers(0, int(signal_type.index_radius) + 1), replace=False)
             row[flips] ^= 1
         return np.packbits(bits, axis=1)
     noise = rng.standard_normal(queries.shape).astype(np.float32) * (0.3 / np.sqrt(queries.shape[1]))
@@ -338,9 +366,8 @@ def _shard_task(
     within the radius holds shard by shard, so it needs no pass over all the data to sample."""
     _set_faiss_threads(threads)
     table = pa.concat_tables(ray.get(blocks)) if blocks else signal_table(signal_type, [], [])
-    entry_ids = table.column("entry_id").to_pylist()
-    values = column_values(signal_type, table.column("value"))
-    shard = Shard.build(params, entry_ids, values, trained, **row_flags(table))
+    table, values = explode(signal_type, table)
+    shard = Shard.build(params, table.column("entry_id").to_pylist(), values, trained, **row_flags(table))
     file = write_shard(store, prefix, number, shard, table)
     if params.type == "binary_multihash" and len(values):
         rng = np.random.default_rng([settings.seed, number])
@@ -358,7 +385,8 @@ def write_shard(store: ObjectStore, prefix: str, number: int, shard: Shard, tabl
     from mediamatch.platform.index import serialize
 
     ids_key = f"{prefix}/shard-{number:04d}.ids.parquet"
-    columns = table if shard.params.type == "exact" else table.drop_columns(["value"])
+    keep_values = shard.params.type in ("exact", "postings") or "value" not in table.column_names
+    columns = table if keep_values else table.drop_columns(["value"])
     blobs = {ids_key: _parquet_bytes(columns)}
     index_key = None
     if shard.index is not None:
@@ -377,8 +405,8 @@ def write_shard(store: ObjectStore, prefix: str, number: int, shard: Shard, tabl
 
 def empty_shard_file(store: ObjectStore, prefix: str, signal_type: SignalType, params: IndexParams) -> ShardFile:
     """An index of nothing is still an index: it lets the service start before anything is banked."""
-    table = signal_table(signal_type, [], [])
-    return write_shard(store, prefix, 0, Shard.build(params, [], column_values(signal_type, table.column("value")), None), table)
+    table, values = explode(signal_type, signal_table(signal_type, [], []))
+    return write_shard(store, prefix, 0, Shard.build(params, [], values, None), table)
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
@@ -398,7 +426,7 @@ def evaluate_shard(signal_type: SignalType, shard: Shard, values: np.ndarray, qu
     if params.type not in ("ivfpq", "binary_multihash") or len(queries) == 0 or len(shard) == 0:
         return {"approx": {}, "exact": []}
     if params.type == "binary_multihash":
-        radius, k = signal_type.default_threshold, 1000
+        radius, k = signal_type.index_radius, 1000
         exact = _exact_view(shard, "binary_flat", shard.index.storage)
         return {"approx": {0: shard.search(queries, k, radius)}, "exact": exact.search(queries, k, radius)}
     exact = _exact_view(shard, "flat", faiss_module().downcast_index(shard.index.refine_index)).search(queries, RECALL_K, 2.0)

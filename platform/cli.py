@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import click
 from pydantic import ValidationError
@@ -19,7 +21,7 @@ from .client import Client
 from .errors import InvalidInput, MediamatchError
 from .media import CONTENT_TYPES, json_object, sniff_content_type
 from .settings import Settings, load_settings
-from .signals import SIGNAL_TYPES, compute_signals, signal_types_for
+from .signals import SIGNAL_TYPES, compute_signals, configure_signal_types, signal_types_for
 from .storage import ObjectStore, sha256_hex
 from .versions import IndexVersions
 
@@ -37,6 +39,7 @@ class Context:
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = load_settings(self.config, storage=self.storage_uri)
+            configure_signal_types(self._settings)
         return self._settings
 
     @property
@@ -262,28 +265,40 @@ def hash_command(obj: Context, file: Path | None, text: str | None, content_type
 
 
 # -- indexes ------------------------------------------------------------------------------------
+def _ray_for_job(settings: Settings) -> None:
+    """Join the configured Ray cluster (or start a local one) for a batch job, its own bars off."""
+    import ray
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+        ray.init(address=settings.ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # our bar says what runs
+
+
+@contextmanager
+def progress_bar(desc: str) -> Iterator[Callable[[float, str], None]]:
+    """A progress callback (fraction, message) drawn as one bar on stderr."""
+    with tqdm(total=100, desc=desc, unit="%", disable=None, bar_format="{desc:<48.48} {percentage:3.0f}%|{bar}| {elapsed}") as bar:
+
+        def progress(fraction: float, message: str) -> None:
+            bar.set_description_str(message)
+            bar.update(round(fraction * 100) - bar.n)
+
+        yield progress
+
+
 @cli.command()
 @click.option("--signal-type", "signal_types", multiple=True, type=click.Choice(list(SIGNAL_TYPES)), help="default: all")
 @click.option("--shards", type=click.IntRange(1, 1024), help="default: settings index.shards")
 @click.pass_obj
 def reindex(obj: Context, signal_types: tuple[str, ...], shards: int | None) -> None:
     """Rebuild the indexes from the catalog with a Ray Data job, and publish them."""
-    import ray
-
     from mediamatch.indexing.reindex import reindex as run_reindex
 
     settings = obj.settings
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-        ray.init(address=settings.ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # the bar below says what runs
-    with tqdm(total=100, desc="reindex", unit="%", disable=None, bar_format="{desc:<40.40} {percentage:3.0f}%|{bar}| {elapsed}") as bar:
-
-        def progress(fraction: float, message: str) -> None:
-            bar.set_description_str(message)
-            bar.update(round(fraction * 100) - bar.n)
-
+    _ray_for_job(settings)
+    with progress_bar("reindex") as progress:
         published = run_reindex(settings, list(signal_types) or None, shards, progress)
     for name, m in published.items():
         recall = f"{m.recall_at_10:.3f}" if m.recall_at_10 is not None else "-"
@@ -319,6 +334,151 @@ def index_rollback(obj: Context, signal_type: str, version: str) -> None:
     """Publish an earlier (or any recorded) version of a signal type's index."""
     manifest = IndexVersions(obj.store, signal_type).rollback(version)
     click.echo(f"{signal_type} now serves {manifest.version} ({manifest.count} entries)")
+
+
+# -- models and evaluation -------------------------------------------------------------------------
+@cli.group()
+def model() -> None:
+    """Train, list, promote and export image descriptor models (stored under models/ in the store)."""
+
+
+@model.command("train")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--holdout", required=True, help="folder or prefix of held-out images for the evaluation (never trained on)")
+@click.option("--epochs", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--batch-size", type=click.IntRange(8), default=128, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=1, show_default=True, help="processes making edited views")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=click.IntRange(1), help="train on at most this many images")
+@click.option("--eval-originals", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--eval-distractors", type=click.IntRange(1), default=200, show_default=True)
+@click.pass_obj
+def model_train(obj: Context, sources: tuple[str, ...], holdout: str, epochs: int, batch_size: int, lr: float, workers: int, seed: int,
+                limit: int | None, eval_originals: int, eval_distractors: int) -> None:
+    """Train a descriptor on the images under SOURCES (folders or s3:// prefixes), evaluate and
+    calibrate it on --holdout, and record it as a new model version (not promoted)."""
+    from mediamatch.indexing.train import train_model
+    from mediamatch.platform.models.train import TrainSettings
+
+    settings = obj.settings
+    _ray_for_job(settings)
+    with progress_bar("model train") as progress:
+        record = train_model(settings, list(sources), holdout, train_settings=TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, workers=workers, seed=seed),
+                             eval_originals=eval_originals, eval_distractors=eval_distractors, limit=limit, progress=progress)
+    _echo_model(record, promoted=False)
+
+
+@model.command("calibrate")
+@click.argument("version")
+@click.option("--holdout", required=True, help="folder or prefix of held-out images (never trained on)")
+@click.option("--eval-originals", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--eval-distractors", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_obj
+def model_calibrate(obj: Context, version: str, holdout: str, eval_originals: int, eval_distractors: int, seed: int) -> None:
+    """Evaluate VERSION on --holdout and record it again (same weights) with the threshold that
+    keeps precision 0.99 there."""
+    from mediamatch.indexing.train import calibrate_model
+
+    with progress_bar("model calibrate") as progress:
+        record = calibrate_model(obj.settings, version, holdout, eval_originals, eval_distractors, seed, progress)
+    _echo_model(record, promoted=False)
+
+
+@model.command("list")
+@click.pass_obj
+def model_list(obj: Context) -> None:
+    """Every recorded model version; * marks the promoted one."""
+    from .models.registry import ModelVersions
+
+    versions = ModelVersions(obj.store)
+    promoted = versions.promoted()
+    for record in versions.list():
+        _echo_model(record, record.version == promoted)
+    if promoted is None:
+        click.echo("(none promoted: the service uses the packaged default model)")
+
+
+@model.command("promote")
+@click.argument("version")
+@click.pass_obj
+def model_promote(obj: Context, version: str) -> None:
+    """Make VERSION the model services load (at their next start); reindex image_embedding after."""
+    from .models.registry import ModelVersions
+
+    record = ModelVersions(obj.store).promote(version)
+    click.echo(f"promoted {record.version}: restart or redeploy the service, then `mediamatch reindex --signal-type image_embedding`")
+
+
+@model.command("export")
+@click.argument("version")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def model_export(obj: Context, version: str, folder: Path) -> None:
+    """Write VERSION's files (config, weights, evaluation report) to FOLDER: the packaged default
+    model is such a folder."""
+    from .models.registry import ModelVersions
+
+    versions = ModelVersions(obj.store)
+    record = versions.get(version)
+    folder.mkdir(parents=True, exist_ok=True)
+    for key in record.files:
+        name = key.rsplit("/", 1)[1]
+        data = versions.file(record, name)
+        if name == "config.json":  # the record's copy: it names the version, known only once committed
+            data = record.config.model_dump_json(indent=1).encode()
+        (folder / name).write_bytes(data)
+    click.echo(f"wrote {len(record.files)} files of {version} to {folder}")
+
+
+def _echo_model(record, promoted: bool) -> None:
+    c = record.config
+    threshold = f"{c.threshold:.4f}" if c.threshold is not None else "-"
+    uap = c.evaluation.get("micro_ap")
+    click.echo(f"{'*' if promoted else ' '} {record.version}  {record.created_at}  {c.training.get('images', 0):>6} images  "
+               f"{c.training.get('epochs', 0):>3} epochs  threshold {threshold}  µAP {uap if uap is not None else '-'} "
+               f"(pdq {c.evaluation.get('pdq', {}).get('micro_ap', '-')})")
+
+
+@cli.command("eval")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--originals", type=click.IntRange(1), default=200, show_default=True, help="images banked")
+@click.option("--distractors", type=click.IntRange(1), default=200, show_default=True, help="images never banked, queried too")
+@click.option("--signal-type", "signal_types", multiple=True, default=("pdq", "image_embedding"), show_default=True,
+              type=click.Choice([n for n, s in SIGNAL_TYPES.items() if "photo" in s.content_types]))
+@click.option("--edit", "edits", multiple=True, help="only these edits (default: the whole suite)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval-report"), show_default=True)
+@URL_OPTION
+@TOKEN_OPTION
+@click.pass_obj
+def eval_command(obj: Context, sources: tuple[str, ...], originals: int, distractors: int, signal_types: tuple[str, ...],
+                 edits: tuple[str, ...], seed: int, out: Path, url: str | None, token: str | None) -> None:
+    """Measure photo match quality on the images under SOURCES (folders or s3:// prefixes):
+    bank --originals, query every edit of them and of --distractors, write OUT/eval.{md,png,json}.
+    With --url the queries go through that service's API (the real match path); without it,
+    through the same signal code and exact search in this process."""
+    from .evaluation import EVAL_EDITS, LocalMatcher, ServiceMatcher, evaluate, load_images, split, write_report
+
+    unknown = [e for e in edits if e not in EVAL_EDITS]
+    if unknown:
+        raise InvalidInput(f"unknown edit {unknown[0]!r}; known: {', '.join(EVAL_EDITS)}")
+    images = [im for source in sources for _, im in load_images(source, seed=seed)]
+    random.Random(seed).shuffle(images)
+    banked, never = split(images, originals, distractors)
+    settings = obj.settings
+    matcher = ServiceMatcher(Client(url, token, retries=3), signal_types) if url else LocalMatcher([SIGNAL_TYPES[n] for n in signal_types], settings.limits)
+    try:
+        with progress_bar("eval") as progress:
+            result = evaluate(banked, never, matcher, seed, edits or tuple(EVAL_EDITS), progress)
+    finally:
+        matcher.close()
+    where = f"through {url}" if url else "in process"
+    paths = write_report(result, out, "Photo match quality", [f"Images: {', '.join(sources)}; seed {seed}; queries {where}."])
+    for name, row in result.summary()["signals"].items():
+        click.echo(f"{name:<16} µAP {row['micro_ap']:.3f}  recall@P90 {row['recall_at_p90']:.3f}  recall@P99 {row['recall_at_p99']:.3f}")
+    click.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
 # -- the service --------------------------------------------------------------------------------

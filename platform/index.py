@@ -6,7 +6,8 @@ Three kinds, chosen from the signal type and the number of vectors:
 - binary hashes (Hamming): exact `IndexBinaryFlat` below `flat_max`, else a multi-hash
   index whose chunking makes every hash within the match radius a guaranteed candidate
   (pigeonhole), so range search stays exact at that radius;
-- exact digests (MD5, normalised text): a hash table.
+- exact digests (MD5, normalised text): a hash table;
+- integer keys (audio landmarks, many per entry): sorted postings searched with numpy.
 The same code serves the reindex job (build) and the shard searchers (load and search).
 """
 
@@ -22,7 +23,7 @@ from pydantic import BaseModel
 from .settings import IndexSettings
 from .signals import SignalType
 
-IndexType = Literal["exact", "flat", "ivfpq", "binary_flat", "binary_multihash"]
+IndexType = Literal["exact", "postings", "flat", "ivfpq", "binary_flat", "binary_multihash"]
 
 
 def faiss_module():
@@ -54,15 +55,15 @@ class IndexParams(BaseModel):
 def choose_params(signal_type: SignalType, count: int, settings: IndexSettings) -> IndexParams:
     """Index type and parameters from the signal's kind and dimension and the vector count."""
     kind, dim = signal_type.index_kind, signal_type.dim
-    if kind == "exact":
-        return IndexParams(type="exact")
+    if kind in ("exact", "postings"):
+        return IndexParams(type=kind)
     if kind == "binary":
         if count < settings.flat_max:
             return IndexParams(type="binary_flat", dim=dim)
         # nhash chunks of dim/nhash bits; flipping up to nflip bits per chunk finds every hash
         # within (nflip + 1) * nhash - 1 bits: a closer hash must match some chunk that closely.
         nhash = 16
-        nflip = max(0, math.ceil((signal_type.default_threshold + 1) / nhash) - 1)
+        nflip = max(0, math.ceil((signal_type.index_radius + 1) / nhash) - 1)
         return IndexParams(type="binary_multihash", dim=dim, nhash=nhash, nflip=nflip, exact_radius=(nflip + 1) * nhash - 1)
     if count < settings.flat_max:
         return IndexParams(type="flat", dim=dim)
@@ -157,7 +158,8 @@ def add_vectors(index, vectors: np.ndarray, use_gpu: bool | None = None):
 @dataclass
 class Shard:
     """One loaded shard: a faiss index (or a digest table) and, per row (= faiss id), the entry
-    id, its bank and whether the entry is enabled.
+    id, its bank and whether the entry is enabled; for bag signals (many rows per entry), each
+    row's time too.
 
     Rows stay in the index when an entry or a bank is disabled: the flags are filtered at search
     time, so the service can flip them as the catalog changes and re-enabling needs no rebuild.
@@ -167,9 +169,31 @@ class Shard:
     entry_ids: np.ndarray  # object array of str
     index: object = None
     table: dict[str, list[int]] | None = None  # exact kind: digest -> rows
+    keys: np.ndarray | None = None  # postings kind: uint32 key per row
+    _sorted: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # (keys sorted, their rows)
     banks: np.ndarray | None = None  # object array of bank names; None: rows have no bank
     enabled: np.ndarray | None = None  # bool per row; None: all enabled
     bank_enabled: dict[str, bool] = field(default_factory=dict)  # a bank not named here is enabled
+    times: np.ndarray | None = None  # bag signals: float32 per row
+    _by_id: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # (ids sorted, their rows)
+
+    def _sorted_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._by_id is None:
+            ids = self.entry_ids.astype(str)
+            order = np.argsort(ids, kind="stable")
+            self._by_id = (ids[order], order)
+        return self._by_id
+
+    def rows_of(self, entry_id: str) -> np.ndarray:
+        """The rows of one entry (bag signals: many), found by binary search."""
+        ids, order = self._sorted_ids()
+        return order[np.searchsorted(ids, entry_id, "left") : np.searchsorted(ids, entry_id, "right")]
+
+    def entry_rows(self) -> dict[str, int]:
+        """Rows per entry (bag signals aggregate over them)."""
+        ids, _ = self._sorted_ids()
+        unique, counts = np.unique(ids, return_counts=True)
+        return dict(zip(unique.tolist(), counts.tolist()))
 
     def __len__(self) -> int:
         return len(self.entry_ids)
@@ -183,14 +207,18 @@ class Shard:
         trained: bytes | None,
         banks: Sequence[str] | None = None,
         enabled: Sequence[bool] | None = None,
+        times: Sequence[float] | None = None,
     ) -> "Shard":
         ids = np.asarray(entry_ids, dtype=object)
         flags = dict(
             banks=None if banks is None else np.asarray(banks, dtype=object),
             enabled=None if enabled is None else np.asarray(enabled, dtype=bool),
+            times=None if times is None else np.asarray(times, dtype=np.float32),
         )
         if params.type == "exact":
             return cls(params, ids, table=digest_table(values), **flags)
+        if params.type == "postings":
+            return cls(params, ids, keys=np.asarray(values, dtype=np.uint32), **flags)
         index = deserialize(params, trained) if trained else empty_index(params)
         if len(ids):
             index = add_vectors(index, np.ascontiguousarray(values))
@@ -199,18 +227,22 @@ class Shard:
     @classmethod
     def empty(cls, params: IndexParams) -> "Shard":
         """A shard to append to: the service's live delta (flat or exact)."""
-        return cls.build(params, [], [], None, banks=[], enabled=[])
+        return cls.build(params, [], [], None, banks=[], enabled=[], times=[])
 
-    def add(self, entry_ids: Sequence[str], banks: Sequence[str], values: np.ndarray) -> None:
-        """Append enabled rows."""
+    def add(self, entry_ids: Sequence[str], banks: Sequence[str], values: np.ndarray, times: Sequence[float] | None = None) -> None:
+        """Append enabled rows (with their times, for bag signals)."""
         if self.params.type == "exact":
             for row, value in enumerate(values, len(self)):
                 self.table.setdefault(value, []).append(row)
+        elif self.params.type == "postings":
+            self.keys, self._sorted = np.concatenate([self.keys, np.asarray(values, dtype=np.uint32)]), None
         else:
             self.index = add_vectors(self.index, np.ascontiguousarray(values))
         self.entry_ids = np.concatenate([self.entry_ids, np.asarray(entry_ids, dtype=object)])
         self.banks = np.concatenate([self.banks, np.asarray(banks, dtype=object)])
         self.enabled = np.concatenate([self.enabled, np.ones(len(entry_ids), dtype=bool)])
+        self.times = np.concatenate([self.times, np.asarray(times if times is not None else np.zeros(len(entry_ids)), dtype=np.float32)])
+        self._by_id = None
 
     def live(self, row: int, only_banks: set[str] | None = None) -> bool:
         """Whether a row may match: its entry and bank enabled (and its bank among `only_banks`)."""
@@ -220,6 +252,40 @@ class Shard:
             return only_banks is None
         bank = self.banks[row]
         return self.bank_enabled.get(bank, True) and (only_banks is None or bank in only_banks)
+
+    def live_rows(self, rows: np.ndarray, only_banks: set[str] | None = None) -> np.ndarray:
+        """`live` of many rows at once (a bool mask)."""
+        ok = np.ones(len(rows), dtype=bool) if self.enabled is None else self.enabled[rows]
+        if self.banks is None:
+            return ok & (only_banks is None)
+        banks = self.banks[rows]
+        for bank in set(banks[ok].tolist()):
+            if not self.bank_enabled.get(bank, True) or (only_banks is not None and bank not in only_banks):
+                ok &= banks != bank
+        return ok
+
+    def search_pairs(self, queries: np.ndarray, k: int, radius: float, only_banks: set[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every (query, row, distance) hit within `radius` as three arrays (bag signals search
+        many rows at once); postings are gathered without a Python loop."""
+        if self.params.type != "postings" or len(self) == 0:
+            lists = self.search_rows(queries, k, radius, only_banks)
+            query = np.repeat(np.arange(len(lists)), [len(hits) for hits in lists])
+            flat = [hit for hits in lists for hit in hits]
+            return query, np.asarray([r for r, _ in flat], dtype=np.int64), np.asarray([d for _, d in flat], dtype=np.float32)
+        keys, order = self._postings()
+        lo, hi = np.searchsorted(keys, queries, "left"), np.searchsorted(keys, queries, "right")
+        counts = hi - lo
+        query = np.repeat(np.arange(len(queries)), counts)
+        position = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        rows = order[position]
+        ok = self.live_rows(rows, only_banks)
+        return query[ok], rows[ok], np.zeros(int(ok.sum()), dtype=np.float32)
+
+    def _postings(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._sorted is None:
+            order = np.argsort(self.keys, kind="stable")
+            self._sorted = (self.keys[order], order)
+        return self._sorted
 
     def search(self, queries: np.ndarray, k: int, radius: float) -> list[list[tuple[str, float]]]:
         """Per query, up to k (entry_id, distance) pairs within `radius`, nearest first.
@@ -234,6 +300,10 @@ class Shard:
             return [[] for _ in range(len(queries))]
         if self.params.type == "exact":
             return [[(r, 0.0) for r in self.table.get(q, []) if self.live(r, only_banks)][:k] for q in queries]
+        if self.params.type == "postings":
+            keys, rows = self._postings()
+            lo, hi = np.searchsorted(keys, queries, "left"), np.searchsorted(keys, queries, "right")
+            return [[(int(r), 0.0) for r in rows[a:b] if self.live(r, only_banks)][:k] for a, b in zip(lo.tolist(), hi.tolist())]
         if self.params.type.startswith("binary"):
             lims, dist, rows = self.index.range_search(np.ascontiguousarray(queries), int(radius) + 1)
             out = []
@@ -256,10 +326,10 @@ class Shard:
 
 
 def row_flags(table) -> dict[str, np.ndarray | None]:
-    """The bank and enabled columns of a signal or shard-ids table (pyarrow), as `Shard` takes them."""
+    """The bank, enabled and time columns of a signal or shard-ids table (pyarrow), as `Shard` takes them."""
     return {
         name: table.column(column).to_numpy(zero_copy_only=False) if column in table.column_names else None
-        for name, column in (("banks", "bank"), ("enabled", "enabled"))
+        for name, column in (("banks", "bank"), ("enabled", "enabled"), ("times", "time"))
     }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import zlib
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -24,6 +25,7 @@ from .commitlog import CommitLog
 from .errors import StorageError
 from .index import IndexParams, Shard
 from .signals import SignalType
+from .signals.base import RowHits
 from .storage import ObjectStore
 from .versions import IndexVersions, Manifest
 
@@ -37,7 +39,7 @@ def slot_of(entry_id: str, slots: int) -> int:
 
 
 def delta_params(signal_type: SignalType) -> IndexParams:
-    kind = {"exact": "exact", "binary": "binary_flat", "float": "flat"}[signal_type.index_kind]
+    kind = {"exact": "exact", "postings": "postings", "binary": "binary_flat", "float": "flat"}[signal_type.index_kind]
     return IndexParams(type=kind, dim=signal_type.dim)
 
 
@@ -48,7 +50,7 @@ class LiveState:
     delta: Shard  # this slot's share of the entries banked since
     seq: int  # catalog commits applied
     dead_banks: set[str] = field(default_factory=set)  # deleted: their published rows never match again
-    rows: dict[str, tuple[Shard, int]] | None = None  # entry id -> where; built on first need
+    entry_rows: dict[str, int] = field(default_factory=dict)  # bag signals: rows per entry (all shards + delta)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
@@ -59,12 +61,10 @@ class LiveState:
     def count(self) -> int:
         return sum(len(s) for s in self.shards)
 
-    def locate(self, entry_id: str) -> tuple[Shard, int] | None:
-        if self.rows is None:
-            self.rows = {}
-            for shard in [*self.shards, self.delta]:
-                self.rows.update((eid, (shard, row)) for row, eid in enumerate(shard.entry_ids))
-        return self.rows.get(entry_id)
+    def locate(self, entry_id: str) -> list[tuple[Shard, np.ndarray]]:
+        """Where an entry's rows are: (shard, rows) for each shard holding some."""
+        found = [(shard, shard.rows_of(entry_id)) for shard in [*self.shards, self.delta]]
+        return [(shard, rows) for shard, rows in found if len(rows)]
 
 
 class LiveIndex:
@@ -93,6 +93,9 @@ class LiveIndex:
         delta = Shard.empty(delta_params(self.signal_type))
         delta.bank_enabled = dict(banks)
         state = LiveState(manifest, shards, delta, seq)
+        if self.signal_type.bag:
+            for shard in shards:
+                state.entry_rows.update(shard.entry_rows())
         self.catch_up(state)
         return state
 
@@ -150,36 +153,78 @@ class LiveIndex:
         mine = [e for e in entries if e["signals"].get(name) is not None and slot_of(e["entry_id"], self.slots) == self.slot]
         if not mine:
             return
-        first = len(state.delta)
-        state.delta.add([e["entry_id"] for e in mine], [bank] * len(mine), self.signal_type.encode([e["signals"][name] for e in mine]))
-        for row, entry in enumerate(mine, first):
-            state.delta.enabled[row] = entry.get("enabled", True)
-            if state.rows is not None:
-                state.rows[entry["entry_id"]] = (state.delta, row)
+        first, values = len(state.delta), [e["signals"][name] for e in mine]
+        if self.signal_type.bag:  # many rows per entry
+            rows, owner, times = self.signal_type.rows(values)
+        else:
+            rows, owner, times = self.signal_type.encode(values), np.arange(len(mine)), None
+        ids = np.asarray([e["entry_id"] for e in mine], dtype=object)
+        state.delta.add(ids[owner], [bank] * len(owner), rows, times)
+        state.delta.enabled[first:] = np.asarray([e.get("enabled", True) for e in mine], dtype=bool)[owner]
+        if self.signal_type.bag:
+            for i, count in zip(*np.unique(owner, return_counts=True)):
+                state.entry_rows[ids[i]] = int(count)
 
     def _flag(self, state: LiveState, entry_id: str, enabled: bool) -> None:
-        where = state.locate(entry_id)
-        if where is not None:
-            shard, row = where
+        for shard, rows in state.locate(entry_id):
             if shard.enabled is None:
                 shard.enabled = np.ones(len(shard), dtype=bool)
-            shard.enabled[row] = enabled
+            shard.enabled[rows] = enabled
 
     # -- searching -----------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int, radius: float, banks: set[str] | None = None, min_seq: int = 0) -> tuple[str | None, list[list[Hit]]]:
-        """Per query, up to k (entry_id, bank, distance) within `radius`, nearest first, from the
-        published shards and the delta, after applying the catalog up to `min_seq`."""
-        state = self.state
+    def _catch_up_or_serve(self, state: LiveState, min_seq: int) -> None:
         try:
             self.catch_up(state, min_seq)
         except StorageError as exc:  # the store is down: answer from what is loaded
             log.warning("%s: catalog not followed (%s); answering from commit %d", self.signal_type.name, exc, state.seq)
+
+    def search(self, queries: np.ndarray, k: int, radius: float, banks: set[str] | None = None, min_seq: int = 0) -> tuple[str | None, list[list[Hit]]]:
+        """Per query, up to k (entry_id, bank, distance) within `radius`, nearest first, from the
+        published shards and the delta, after applying the catalog up to `min_seq`."""
+        state = self.state
+        self._catch_up_or_serve(state, min_seq)
         found: list[list[Hit]] = [[] for _ in range(len(queries))]
         for shard in state.shards:
             self._collect(found, shard, shard.search_rows(queries, k, radius, banks))
         with state.lock:  # the delta grows under catch_up
             self._collect(found, state.delta, state.delta.search_rows(queries, k, radius, banks))
         return state.version, [sorted(hits, key=lambda h: h[2])[:k] for hits in found]
+
+    def search_bags(self, values: list, k: int, radius: float, banks: set[str] | None = None, min_seq: int = 0,
+                    row_k: int = 1000) -> tuple[str | None, list[list[Hit]]]:
+        """As `search`, for bag signals: per query value, every row is searched within the type's
+        row radius, and the hits are aggregated per entry into the type's distance."""
+        st, state = self.signal_type, self.state
+        rows, owner, times = st.rows(values)
+        hits, banks_hit = self._search_rows(state, rows, row_k, st.row_radius, banks, min_seq)
+        first = np.searchsorted(owner, np.arange(len(values)))  # rows are grouped by value, in order
+        value_of = owner[hits.query_row]
+        out = []
+        for i in range(len(values)):
+            mine = value_of == i
+            if not mine.any():
+                out.append([])
+                continue
+            own = RowHits(hits.query_row[mine] - first[i], hits.entry[mine], hits.distance[mine], hits.banked_row[mine], hits.banked_time[mine])
+            bank_of = dict(zip(own.entry.tolist(), banks_hit[mine].tolist()))
+            with state.lock:
+                counts = {e: state.entry_rows.get(e, 1) for e in bank_of}
+            scored = st.aggregate(times[owner == i], own, counts)
+            out.append(sorted(((e, bank_of[e], d) for e, d in scored.items() if d <= radius), key=lambda h: h[2])[:k])
+        return state.version, out
+
+    def _search_rows(self, state: LiveState, rows: np.ndarray, k: int, radius: float, banks, min_seq: int) -> tuple[RowHits, np.ndarray]:
+        """Every hit of the query rows within radius, in the published shards and the delta, and each hit's bank."""
+        self._catch_up_or_serve(state, min_seq)
+        parts = []
+        for number, shard in enumerate([*state.shards, state.delta]):
+            with state.lock if shard is state.delta else nullcontext():
+                query, found, distance = shard.search_pairs(rows, k, radius, banks)
+                times = shard.times[found] if shard.times is not None else np.zeros(len(found), dtype=np.float32)
+                bank = shard.banks[found] if shard.banks is not None else np.full(len(found), "", dtype=object)
+                parts.append((query, shard.entry_ids[found], distance, (number << 40) | found, times, bank))
+        query, entry, distance, banked_row, times, bank = (np.concatenate(column) for column in zip(*parts))
+        return RowHits(query, entry, distance, banked_row, times), bank
 
     @staticmethod
     def _collect(found: list[list[Hit]], shard: Shard, rows: list[list[tuple[int, float]]]) -> None:

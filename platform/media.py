@@ -14,7 +14,8 @@ CONTENT_TYPES = ("photo", "video", "audio", "text", "post")
 
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
-    """A decoded RGB image; UnsupportedMedia for non-images or truncated files, TooLarge for pixel bombs."""
+    """A decoded RGB image (transparency composited onto white); UnsupportedMedia for non-images
+    or truncated files, TooLarge for pixel bombs."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -29,6 +30,15 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
         raise UnsupportedMedia(f"not a decodable image: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
         raise UnsupportedMedia(f"image could not be decoded: {exc}") from exc
+    return flatten(image)
+
+
+def flatten(image: Image.Image) -> Image.Image:
+    """RGB, with any transparency composited onto white, as a page shows it: the colour under a
+    transparent pixel is arbitrary (often black, hiding black line art)."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
     return image.convert("RGB")
 
 
@@ -55,11 +65,30 @@ def sniff_content_type(data: bytes, filename: str = "") -> str:
         return "photo"
     except Exception:
         pass
+    kind = av_content_type(data)  # before text: a WAV of quiet audio can be valid UTF-8
+    if kind is not None:
+        return kind
     try:
         data.decode("utf-8")
         return "text"
     except UnicodeDecodeError:
-        raise UnsupportedMedia(f"unrecognised media{' in ' + filename if filename else ''}: not an image or UTF-8 text")
+        raise UnsupportedMedia(f"unrecognised media{' in ' + filename if filename else ''}: not an image, video, audio or UTF-8 text") from None
+
+
+def av_content_type(data: bytes) -> str | None:
+    """"video" or "audio" when FFmpeg (PyAV) reads a container with such a stream, else None."""
+    import av
+
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if container.streams.video and container.format.name not in _STILL_IMAGE_FORMATS:
+                return "video"
+            return "audio" if container.streams.audio else None
+    except (av.FFmpegError, ValueError, OSError):
+        return None
+
+
+_STILL_IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "gif", "webp_pipe", "bmp_pipe", "tiff_pipe"}
 
 
 def json_object(text: str | None, what: str) -> dict:

@@ -33,6 +33,9 @@ class LimitSettings(BaseModel):
     max_upload_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 64_000_000
     max_text_chars: int = 100_000
+    max_video_seconds: float = Field(600.0, gt=0, description="longer videos are refused (413)")
+    max_audio_seconds: float = Field(900.0, gt=0, description="longer recordings are refused (413)")
+    video_fps: float = Field(1.0, gt=0, le=60, description="video frames hashed per second (vpdq, video_embedding)")
 
 
 class DeploymentSettings(BaseModel):
@@ -89,6 +92,11 @@ class Settings(BaseSettings):
     port: int = 8000
     ray_address: str | None = None
     thresholds: dict[str, float] = Field(default_factory=dict, description="per signal type match threshold")
+    image_model: str = Field(
+        "promoted",
+        description="the image descriptor: `promoted` (the store's promoted model, else the packaged default), "
+        "`default`, a stored version `mNNNNNNNN`, or a folder holding config.json and weights.pt",
+    )
     index: IndexSettings = Field(default_factory=IndexSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     commit_batch: int = Field(500, ge=1, description="entries per catalog commit when banking many files")

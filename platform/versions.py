@@ -120,6 +120,8 @@ class IndexVersions:
         flags = row_flags(table)
         if manifest.params.type == "exact":
             shard = Shard(manifest.params, entry_ids, table=digest_table(table.column("value").to_pylist()), **flags)
+        elif manifest.params.type == "postings":
+            shard = Shard(manifest.params, entry_ids, keys=table.column("value").to_numpy().astype(np.uint32), **flags)
         else:
             shard = Shard(manifest.params, entry_ids, index=deserialize(manifest.params, blobs[files.index]), **flags)
         shard.bank_enabled = dict(manifest.banks)

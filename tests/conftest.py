@@ -212,23 +212,15 @@ def load_real_photos(count: int) -> list[bytes]:
 
 def _flatten(path: Path):
     """A drawing on white, or None when it is huge or mostly background (line art hashes poorly)."""
-    import warnings
-
     import numpy as np
-    from PIL import Image
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path) as image:
-                if image.width * image.height > 16_000_000:
-                    return None
-                rgba = image.convert("RGBA")
-        except (OSError, Image.DecompressionBombError):
-            return None
-    canvas = Image.new("RGBA", rgba.size, "white")
-    canvas.alpha_composite(rgba)
-    flat = canvas.convert("RGB")
+    from mediamatch.platform.errors import MediamatchError
+    from mediamatch.platform.media import open_image
+
+    try:
+        flat = open_image(path.read_bytes(), 16_000_000)
+    except MediamatchError:
+        return None
     flat.thumbnail((512, 512))
     return flat if (np.asarray(flat.convert("L")) > 245).mean() <= MAX_BACKGROUND else None
 

@@ -7,12 +7,27 @@ from typing import Iterable
 from ..errors import InvalidInput
 from ..settings import LimitSettings
 from .base import Signal, SignalType
+from .audio import AudioFingerprint
 from .hashes import MD5, PDQ, TextExact, normalize_text
+from .image_embedding import ImageEmbedding
 from .text_embedding import TextEmbedding
+from .text_minhash import TextMinHash
+from .video import VPDQ
+from .video_embedding import VideoEmbedding
 
-SIGNAL_TYPES: dict[str, SignalType] = {s.name: s for s in (PDQ(), MD5(), TextExact(), TextEmbedding())}
+_IMAGE = ImageEmbedding()
+SIGNAL_TYPES: dict[str, SignalType] = {
+    s.name: s
+    for s in (PDQ(), _IMAGE, MD5(), VPDQ(), VideoEmbedding(_IMAGE), AudioFingerprint(), TextExact(), TextMinHash(), TextEmbedding())
+}
 
-__all__ = ["SIGNAL_TYPES", "Signal", "SignalType", "compute_signals", "get_signal_type", "normalize_text", "signal_types_for"]
+__all__ = ["SIGNAL_TYPES", "Signal", "SignalType", "compute_signals", "configure_signal_types", "get_signal_type", "normalize_text", "signal_types_for"]
+
+
+def configure_signal_types(settings) -> None:
+    """Point every type at what the settings name (the image model, its store): once per process."""
+    for signal_type in SIGNAL_TYPES.values():
+        signal_type.configure(settings)
 
 
 def get_signal_type(name: str) -> SignalType:

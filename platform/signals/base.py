@@ -1,4 +1,4 @@
-"""The interface every signal type implements, and the three index kinds behind them."""
+"""The interface every signal type implements, and the index kinds behind them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import InvalidInput
 from ..settings import LimitSettings
 
-IndexKind = Literal["binary", "float", "exact"]
+IndexKind = Literal["binary", "float", "exact", "postings"]
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,27 @@ class SignalType(ABC):
     default_threshold: ClassVar[float]
     unit: ClassVar[str]
     needs_model: ClassVar[bool] = False  # expensive: computed by batched model actors
+    bag: ClassVar[bool] = False  # a value is many index rows (video frames, audio landmarks): see BagSignal
+    query_form: ClassVar[bool] = False  # a query is computed differently from a banked item: compute_query
+
+    @property
+    def index_radius(self) -> float:
+        """How far apart two index rows may be and still match (the row unit)."""
+        return self.default_threshold
+
+    def configure(self, settings) -> None:
+        """Take what this type needs from the settings (which model, where); most need nothing."""
+
+    def warm_up(self) -> None:
+        """Load the model now rather than on the first request (model types)."""
 
     @abstractmethod
     def compute(self, content: bytes | str, limits: LimitSettings = LimitSettings()) -> Signal:
         """The signal of one item (media bytes, or text)."""
+
+    def compute_query(self, content: bytes | str, limits: LimitSettings = LimitSettings()) -> Signal:
+        """The signal of an item to match (types with `query_form` widen it, e.g. speed variants)."""
+        return self.compute(content, limits)
 
     def compute_batch(self, contents: Sequence[bytes | str], limits: LimitSettings = LimitSettings()) -> list[Signal]:
         return [self.compute(c, limits) for c in contents]
@@ -121,6 +138,53 @@ class ExactSignal(SignalType):
 
     def distance(self, a: str, b: str) -> float:
         return 0.0 if a == b else float("inf")
+
+
+@dataclass
+class RowHits:
+    """Hits of a bag query's rows, one element per (query row, banked row) pair."""
+
+    query_row: np.ndarray  # int64: which row of the query
+    entry: np.ndarray  # object: the banked row's entry id
+    distance: np.ndarray  # float: row distance, in the rows' unit
+    banked_row: np.ndarray  # int64: unique per banked row
+    banked_time: np.ndarray  # float: the banked row's time, seconds
+
+    def __len__(self) -> int:
+        return len(self.query_row)
+
+    def by_entry(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the distinct entries, each hit's index into them)."""
+        return np.unique(self.entry.astype(str), return_inverse=True)
+
+
+class BagSignal(SignalType):
+    """A value that is a bag of rows in the index: the frames of a video, the landmarks of a
+    recording. Each row of a query is searched within `row_radius` (in the rows' own unit); the
+    hits are then aggregated per banked entry (`aggregate`) into the type's distance, which the
+    threshold applies to. An entry's rows always live in one shard and one searcher slot, so a
+    slot sees every row of the entries it answers for.
+
+    `index_kind` and `dim` describe one row; a value itself is a string (`parse` checks it)."""
+
+    bag = True
+    row_radius: ClassVar[float]
+
+    @property
+    def index_radius(self) -> float:
+        return self.row_radius
+
+    @abstractmethod
+    def rows(self, values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows as the index holds them, the value each row came from, each row's time in seconds)."""
+
+    def encode(self, values: Sequence[Any]) -> np.ndarray:
+        return self.rows(values)[0]
+
+    @abstractmethod
+    def aggregate(self, query_times: np.ndarray, hits: RowHits, banked_rows: dict[str, int]) -> dict[str, float]:
+        """Each candidate entry's distance to the query, from the hits of the query's rows
+        (`query_times`: one per query row) and each candidate's number of rows."""
 
 
 def parse_hex(name: str, value: Any, chars: int) -> str:

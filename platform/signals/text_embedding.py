@@ -37,6 +37,9 @@ class TextEmbedding(FloatVectorSignal):
     default_threshold = 0.15  # cosine distance: similarity >= 0.85
     needs_model = True
 
+    def warm_up(self) -> None:
+        load_model()
+
     def compute(self, content: bytes | str, limits: LimitSettings = LimitSettings()) -> Signal:
         return self.compute_batch([content], limits)[0]
 

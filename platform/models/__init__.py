@@ -1,0 +1,1 @@
+"""Learned models: the image copy-detection descriptor, its edits, training and registry."""

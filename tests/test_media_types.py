@@ -1,0 +1,111 @@
+"""Video and audio through the HTTP API: banking, matching copies, reindexing, posts."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import time
+
+import av
+import numpy as np
+import pytest
+
+from conftest import CONFORMANCE
+
+VIDEOS = CONFORMANCE / "tmk" / "sample-videos"
+
+
+def upload(service, path: str, data: bytes, name: str, team: str = "admin", **fields) -> dict:
+    return service.ok("POST", path, team, files={"file": (name, data)}, data=fields)
+
+
+def test_video_copies_match_by_vpdq_and_md5(service):
+    service.ok("POST", "/v1/banks", json={"name": "videos", "labels": ["test-video"]})
+    grey = (VIDEOS / "pattern-sd-grey-bar.mp4").read_bytes()
+    entry = upload(service, "/v1/banks/videos/entries", grey, "grey.mp4")
+    assert entry["content_type"] == "video" and {"vpdq", "md5"} <= set(entry["signals"])
+    upload(service, "/v1/banks/videos/entries", (VIDEOS / "doorknob-hd-no-bar.mp4").read_bytes(), "door.mp4")
+
+    same = upload(service, "/v1/match", grey, "same.mp4", banks="videos")
+    assert {(m["signal_type"], m["distance"]) for m in same["matches"] if m["entry_id"] == entry["entry_id"]} == {("vpdq", 0.0), ("md5", 0.0)}
+    logo = upload(service, "/v1/match", (VIDEOS / "pattern-sd-with-small-logo-bar.mp4").read_bytes(), "logo.mp4", banks="videos")
+    (hit,) = logo["matches"]  # the derivative matches by its frames, not by its bytes
+    assert hit["entry_id"] == entry["entry_id"] and hit["signal_type"] == "vpdq" and hit["labels"] == ["test-video"]
+    assert hit["distance"] <= hit["threshold"] == 20 and hit["score"] >= 0.8
+    other = upload(service, "/v1/match", (VIDEOS / "test-padded-dimensions.mp4").read_bytes(), "other.mp4", banks="videos")
+    assert other["matches"] == []
+    assert other["content_type"] == "video"
+
+    post = service.ok("POST", "/v1/match", json={"post": {"text": "watch this", "parts": [{"signals": {"vpdq": entry["signals"]["vpdq"]}}]}})
+    assert post["verdict"] == {"matched": True, "parts": ["parts[0]"]}
+
+    job = service.ok("POST", "/v1/reindex", json={"signal_types": ["vpdq"]})["job_id"]
+    deadline = time.time() + 120
+    while (state := service.ok("GET", f"/v1/reindex/{job}"))["state"] not in ("succeeded", "failed"):
+        assert time.time() < deadline
+        time.sleep(0.5)
+    assert state["state"] == "succeeded", state["error"]
+    index = service.ok("GET", "/v1/indexes")["vpdq"]
+    assert index["count"] >= 2 and index["params"]["type"] == "binary_flat"
+    deadline = time.time() + 30
+    while (result := upload(service, "/v1/match", (VIDEOS / "pattern-sd-with-small-logo-bar.mp4").read_bytes(), "logo.mp4", banks="videos"))["index_versions"]["vpdq"] != state["version"]:
+        assert time.time() < deadline, "the searchers never loaded the new version"
+        time.sleep(0.3)
+    assert [m["entry_id"] for m in result["matches"]] == [entry["entry_id"]]  # now from the published shard
+    service.ok("PATCH", f"/v1/banks/videos/entries/{entry['entry_id']}", json={"enabled": False})
+    assert upload(service, "/v1/match", grey, "same.mp4", banks="videos")["matches"] == []
+
+
+def test_bad_video_and_audio_get_precise_errors(service):
+    broken = service.call("POST", "/v1/hash", files={"file": ("x.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x01" * 500)}, data={"content_type": "video"})
+    assert broken.status_code == 422 and broken.json()["error"]["code"] == "unsupported_media"
+    silence = service.call("POST", "/v1/hash", files={"file": ("x.wav", wav(np.zeros(8000 * 3)))}, data={"content_type": "audio"})
+    assert silence.status_code == 200 and silence.json()["signals"].get("audio_fingerprint") is None
+
+
+def wav(samples: np.ndarray, rate: int = 8000) -> bytes:
+    import wave
+
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
+        w.writeframes((np.clip(samples, -1, 1) * 32000).astype("<i2").tobytes())
+    return out.getvalue()
+
+
+def speech(text: str) -> bytes:
+    return subprocess.run(["espeak-ng", "-s", "170", "--stdout", text], capture_output=True, check=True).stdout
+
+
+def mp3(data: bytes, speed: float = 1.0) -> bytes:
+    """`data` re-encoded as MP3, optionally played `speed` times faster (pitch and tempo, as a resampler does)."""
+    out = io.BytesIO()
+    with av.open(io.BytesIO(data)) as source, av.open(out, "w", format="mp3") as sink:
+        rate = source.streams.audio[0].rate
+        stream = sink.add_stream("libmp3lame", rate=22050)
+        resampler = av.AudioResampler(format="s16p", layout="mono", rate=22050)
+        for frame in source.decode(audio=0):
+            frame.pts, frame.sample_rate = None, round(rate * speed)  # played faster: the same samples at a higher rate
+            for converted in resampler.resample(frame):
+                for packet in stream.encode(converted):
+                    sink.mux(packet)
+        for packet in stream.encode(None):
+            sink.mux(packet)
+    return out.getvalue()
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (make test installs it with apt when root)")
+def test_audio_copies_match_by_fingerprint(service, text_corpus):
+    texts = [" ".join(text_corpus[i].split()[:70]) for i in (100, 200, 300)]
+    service.ok("POST", "/v1/banks", json={"name": "audio"})
+    banked = speech(texts[0])
+    entry = upload(service, "/v1/banks/audio/entries", banked, "speech.wav")
+    assert entry["content_type"] == "audio" and {"audio_fingerprint", "md5"} <= set(entry["signals"])
+    upload(service, "/v1/banks/audio/entries", speech(texts[1]), "other.wav")
+    for copy in (mp3(banked), mp3(banked, speed=1.05)):
+        result = upload(service, "/v1/match", copy, "copy.mp3", banks="audio")
+        hits = [m for m in result["matches"] if m["signal_type"] == "audio_fingerprint"]
+        assert [m["entry_id"] for m in hits][:1] == [entry["entry_id"]], hits
+    unrelated = upload(service, "/v1/match", mp3(speech(texts[2])), "unrelated.mp3", banks="audio")
+    assert all(m["entry_id"] != entry["entry_id"] or m["distance"] > 0.5 for m in unrelated["matches"])

@@ -1,0 +1,198 @@
+"""The image descriptor: edits, metrics, training, the model registry, the signal and the eval."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import jpeg, source_photos
+from mediamatch.platform.errors import NotFound
+from mediamatch.platform.evaluation import LocalMatcher, Ranking, encode, evaluate, make_queries, relative_score
+from mediamatch.platform.models.descriptor import DescriptorConfig, ImageDescriptor
+from mediamatch.platform.models.edits import EVAL_EDITS, SINGLE_EDITS, random_edit
+from mediamatch.platform.models.registry import ModelVersions, default_model_dir, load_from_dir, resolve_model
+from mediamatch.platform.models.train import TrainSettings, nt_xent, train
+from mediamatch.platform.signals import get_signal_type
+from mediamatch.platform.signals.image_embedding import ImageEmbedding
+
+TINY = DescriptorConfig(input_size=32, widths=[8, 16], blocks=[1, 1], dim=256)
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[Image.Image]:
+    """Real photos of distinct scenes (the conformance set holds edits of one photo: one each)."""
+    pdq, kept, hashes = get_signal_type("pdq"), [], []
+    for image in source_photos():
+        image.thumbnail((256, 256))
+        value = pdq.compute_image(image.copy()).value
+        if value and all(pdq.distance(value, h) > 80 for h in hashes):
+            kept.append(image)
+            hashes.append(value)
+    assert len(kept) >= 24
+    return kept
+
+
+def test_every_edit_is_seeded_and_changes_the_image(photos):
+    image, pool = photos[0], photos[1:3]
+    for name, edit in EVAL_EDITS.items():
+        a, b = edit(image, random.Random(7), pool), edit(image, random.Random(7), pool)
+        assert a.mode == "RGB" and min(a.size) >= 8, name
+        assert encode(a) == encode(b), f"{name} is not determined by its seed"
+        assert a.size != image.size or np.abs(np.asarray(a, dtype=int) - np.asarray(image, dtype=int)).mean() > 0.5, name
+    assert {"resize", "crop", "rotate", "flip", "jpeg", "blur", "color", "grayscale", "pad", "text", "emoji", "overlay", "aspect"} <= set(SINGLE_EDITS)
+    assert any("+" in name for name in EVAL_EDITS)
+
+
+def test_micro_ap_and_recall_at_precision_by_hand():
+    # ranking: correct, wrong, correct, (one true pair never predicted)
+    r = Ranking("x", np.array([0.9, 0.8, 0.7]), np.array([True, False, True]), positives=3, distances=np.array([1.0, 2.0, 3.0]))
+    assert r.micro_ap() == pytest.approx((1 / 1 + 2 / 3) / 3)
+    assert r.recall_at_precision(0.99) == (pytest.approx(1 / 3), 0.9, 1.0)
+    assert r.recall_at_precision(0.6)[0] == pytest.approx(2 / 3)
+    assert Ranking("none", np.array([]), np.array([], dtype=bool), positives=2).micro_ap() == 0.0
+    assert relative_score(0, 31) == 1.0 and relative_score(31, 31) == 0.5 and relative_score(80, 31) == 0.0
+
+
+def test_nt_xent_prefers_matching_views():
+    torch = pytest.importorskip("torch")
+    z = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
+    paired = torch.repeat_interleave(z[::2], 2, dim=0)  # rows 2i and 2i+1 identical
+    assert nt_xent(paired, 0.1) < nt_xent(z, 0.1)
+
+
+def test_training_lowers_the_loss_and_weights_round_trip(photos):
+    descriptor, summary = train(photos[:16], TINY, TrainSettings(epochs=3, batch_size=8, lr=3e-3, warmup_steps=1, workers=0))
+    assert summary["steps"] == 6 and len(summary["loss_per_epoch"]) == 3
+    assert all(np.isfinite(summary["loss_per_epoch"]))
+    again = ImageDescriptor.from_bytes(descriptor.config.model_dump_json(), descriptor.weights_bytes())
+    a, b = descriptor.embed(photos[:4]), again.embed(photos[:4])
+    assert a.shape == (4, 256) and np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-4)
+    assert np.allclose(a, b, atol=2e-2)  # weights are stored in float16
+
+
+def test_registry_records_promotes_and_resolves(local_store):
+    versions = ModelVersions(local_store)
+    d = ImageDescriptor(TINY)
+    record = versions.record("b1", {"config.json": TINY.model_dump_json().encode(), "weights.pt": d.weights_bytes()}, TINY)
+    assert record.version == "m00000001" and record.config.version == "m00000001"
+    assert versions.promoted() is None
+    assert resolve_model("promoted", local_store).config.version == load_from_dir(default_model_dir()).config.version
+    versions.promote("m00000001")
+    assert resolve_model("promoted", local_store).config.version == "m00000001"
+    with pytest.raises(NotFound):
+        versions.get("m00000009")
+    with pytest.raises(NotFound):
+        resolve_model("/nonexistent/model", local_store)
+
+
+def test_default_descriptor_matches_copies_and_not_other_photos(photos):
+    signal = get_signal_type("image_embedding")
+    assert signal.descriptor.config.threshold is not None, "the packaged model carries a calibrated threshold"
+    originals = photos[:12]
+    copies = [jpeg(SINGLE_EDITS["jpeg"](im, random.Random(i), [])) for i, im in enumerate(originals)]
+    a = signal.encode([s.value for s in signal.compute_batch([jpeg(im) for im in originals])])
+    b = signal.encode([s.value for s in signal.compute_batch(copies)])
+    distances = 1 - a @ b.T
+    assert (np.diag(distances) <= signal.default_threshold).mean() >= 0.9
+    off = distances[~np.eye(len(originals), dtype=bool)]
+    assert (off > signal.default_threshold).mean() >= 0.98
+
+
+def test_local_evaluation_reports_every_signal_and_edit(photos):
+    originals, distractors = photos[:6], photos[6:12]
+    queries = make_queries(originals, [f"r{i}" for i in range(6)], distractors, seed=1, edits=["resize", "crop"])
+    assert len(queries) == 2 * 12 and sum(q.truth is not None for q in queries) == 12
+    matcher = LocalMatcher([get_signal_type("pdq"), ImageEmbedding()])
+    result = evaluate(originals, distractors, matcher, seed=1, edits=["resize", "jpeg", "crop"])
+    summary = result.summary()
+    assert set(summary["signals"]) == {"pdq", "image_embedding", "combined"}
+    assert set(summary["per_edit"]) == {"resize", "jpeg", "crop"}
+    assert summary["per_edit"]["jpeg"]["pdq"]["micro_ap"] >= 0.9  # PDQ's home ground
+    assert summary["counts"]["true_pairs"] == 18
+
+
+def test_eval_command_writes_the_report(tmp_path, photos):
+    from click.testing import CliRunner
+
+    from mediamatch.platform.cli import cli
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, im in enumerate(photos[:10]):
+        im.save(folder / f"{i}.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "report"
+    result = CliRunner().invoke(cli, ["--storage", str(tmp_path / "store"), "eval", str(folder), "--originals", "4",
+                                      "--distractors", "4", "--edit", "resize", "--edit", "flip", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "image_embedding" in result.output and "combined" in result.output
+    report = (out / "eval.md").read_text()
+    assert "| resize |" in report and "| flip |" in report
+    assert Image.open(io.BytesIO((out / "eval.png").read_bytes())).size[0] > 100
+    bad = CliRunner().invoke(cli, ["eval", str(folder), "--originals", "40", "--distractors", "4"])
+    assert bad.exit_code != 0 and "fewer than" in str(bad.exception)
+    bad = CliRunner().invoke(cli, ["eval", str(folder), "--edit", "nope"])
+    assert bad.exit_code != 0 and "unknown edit" in str(bad.exception)
+
+
+def test_random_training_views_vary(photos):
+    rng = random.Random(3)
+    views = {encode(random_edit(photos[0], rng, photos[1:3])) for _ in range(6)}
+    assert len(views) >= 5
+
+
+def test_training_job_records_an_evaluated_calibrated_model(ray_session, tmp_path, photos):
+    from click.testing import CliRunner
+
+    from mediamatch.indexing.train import train_model
+    from mediamatch.platform.cli import cli
+    from mediamatch.platform.settings import Settings
+
+    train_dir, holdout = tmp_path / "train", tmp_path / "holdout"
+    for folder, images in ((train_dir, photos[:16]), (holdout, photos[16:24])):
+        folder.mkdir()
+        for i, im in enumerate(images):
+            im.save(folder / f"{i}.jpg")
+    (train_dir / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    settings = Settings(storage=str(tmp_path / "store"))
+    steps = []
+    record = train_model(settings, [str(train_dir)], str(holdout), TINY, TrainSettings(epochs=1, batch_size=8, workers=0),
+                         eval_originals=4, eval_distractors=4, progress=lambda f, m: steps.append(f))
+    assert record.version == "m00000001" and record.config.training["images"] == 16  # the broken file skipped
+    assert record.config.threshold is not None and record.config.threshold_precision == 0.99
+    assert steps[-1] == 1.0 and steps == sorted(steps)
+    names = {key.rsplit("/", 1)[1] for key in record.files}
+    assert names == {"config.json", "weights.pt", "eval.md", "eval.png", "eval.json"}
+
+    run = lambda *args: CliRunner().invoke(cli, ["--storage", settings.storage, "model", *args])  # noqa: E731
+    listed = run("list")
+    assert listed.exit_code == 0 and "m00000001" in listed.output and "none promoted" in listed.output
+    assert run("promote", "m00000001").exit_code == 0
+    assert "* m00000001" in run("list").output
+    export = run("export", "m00000001", str(tmp_path / "exported"))
+    assert export.exit_code == 0 and load_from_dir(tmp_path / "exported").config.version == "m00000001"
+    missing = run("promote", "m00000007")
+    assert missing.exit_code == 1 and "no image_embedding model version" in str(missing.exception)
+
+
+def test_eval_through_the_service_cleans_up_its_bank(service, tmp_path, photos):
+    from click.testing import CliRunner
+
+    from mediamatch.platform.cli import cli
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, im in enumerate(photos[:8]):
+        im.save(folder / f"{i}.png")
+    result = CliRunner().invoke(cli, ["eval", str(folder), "--originals", "4", "--distractors", "4", "--edit", "jpeg", "--edit", "flip",
+                                      "--url", service.url, "--token", service.token("admin"), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    assert "through " + service.url in (tmp_path / "report" / "eval.md").read_text()
+    summary = json.loads((tmp_path / "report" / "eval.json").read_text())
+    assert summary["per_edit"]["jpeg"]["pdq"]["micro_ap"] >= 0.9 and summary["counts"]["queries"] == 16
+    assert not [b for b in service.ok("GET", "/v1/banks")["banks"] if b["name"].startswith("eval-")]
