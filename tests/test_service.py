@@ -74,7 +74,7 @@ def test_live_banking_disable_delete(service, photo_corpus):
     service.ok("POST", "/v1/banks", json={"name": "live"})
     photo = photo_corpus[0]
     entry = upload(service, "/v1/banks/live/entries", photo, metadata=json.dumps({"case": 7})).json()
-    assert entry["metadata"] == {"case": 7} and set(entry["signals"]) == {"pdq", "md5"}
+    assert entry["metadata"] == {"case": 7} and set(entry["signals"]) == {"pdq", "image_embedding", "md5"}
 
     def matched() -> bool:
         result = upload(service, "/v1/match", photo, banks="live").json()
@@ -249,7 +249,7 @@ def test_operations_endpoints(service):
     rest = service.ok("GET", f"/v1/banks/quality/entries?limit=150&cursor={listing['next_cursor']}")
     assert len(rest["entries"]) == 50 and rest["next_cursor"] is None
     types = {t["name"] for t in service.ok("GET", "/v1/signal-types", "matcher")["signal_types"]}
-    assert types == {"pdq", "md5", "text_exact", "text_embedding"}
+    assert types == {"pdq", "image_embedding", "md5", "vpdq", "video_embedding", "audio_fingerprint", "text_exact", "text_minhash", "text_embedding"}
     metrics = service.call("GET", "/metrics", team=None).text
     assert 'mediamatch_requests_total{endpoint="/v1/match",method="POST",status="200"}' in metrics
     assert "mediamatch_index_entries" in metrics and "mediamatch_request_seconds_bucket" in metrics
