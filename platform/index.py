@@ -300,10 +300,13 @@ class Shard:
             return [[] for _ in range(len(queries))]
         if self.params.type == "exact":
             return [[(r, 0.0) for r in self.table.get(q, []) if self.live(r, only_banks)][:k] for q in queries]
-        if self.params.type == "postings":
-            keys, rows = self._postings()
-            lo, hi = np.searchsorted(keys, queries, "left"), np.searchsorted(keys, queries, "right")
-            return [[(int(r), 0.0) for r in rows[a:b] if self.live(r, only_banks)][:k] for a, b in zip(lo.tolist(), hi.tolist())]
+        if self.params.type == "postings":  # search_pairs gathers postings; grouped per query here
+            query, rows, _ = self.search_pairs(queries, k, radius, only_banks)
+            out: list[list[tuple[int, float]]] = [[] for _ in range(len(queries))]
+            for q, r in zip(query.tolist(), rows.tolist()):
+                if len(out[q]) < k:
+                    out[q].append((r, 0.0))
+            return out
         if self.params.type.startswith("binary"):
             lims, dist, rows = self.index.range_search(np.ascontiguousarray(queries), int(radius) + 1)
             out = []
