@@ -41,7 +41,6 @@ import os
 import shlex
 import sys
 import tempfile
-import threading
 import time
 import traceback
 
@@ -49,8 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from bench_index import FLOAT_DATA, PDQ_DATA, THREADS, Float256, float_chunks, pdq_chunks  # noqa: E402  (imports ray)
-import psutil  # noqa: E402  (after ray: Ray ships psutil)
+from bench_index import FLOAT_DATA, PDQ_DATA, THREADS, Float256, TreeMemory, float_chunks, pdq_chunks  # noqa: E402  (imports ray)
 
 from mediamatch.indexing.reindex import perturb_queries  # noqa: E402
 from mediamatch.platform.index import Shard, choose_params, set_nprobe, train_index  # noqa: E402
@@ -74,37 +72,23 @@ def release_freed_memory() -> None:
         pass
 
 
-class Memory:
-    """RSS of this process plus its children: at the start, the peak while inside, and at the end."""
+class Memory(TreeMemory):
+    """RSS of this process plus its children (bench_index's sampler): at the start, the peak while
+    inside, and at the end."""
 
     def __init__(self, interval: float = 0.1):
-        self.interval, self._stop, self._me = interval, threading.Event(), psutil.Process()
-
-    def rss(self) -> int:
-        total = 0
-        for proc in [self._me, *self._me.children(recursive=True)]:
-            try:
-                total += proc.memory_info().rss
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                pass
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self.rss())
+        super().__init__(interval, pss_every=10**9)  # RSS only: PSS is costly to read this often
 
     def __enter__(self):
         release_freed_memory()
-        self.start = self.peak = self.rss()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__enter__()
+        self.start = self.idle_rss
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.end = self.rss()
-        self.peak = max(self.peak, self.end)
+        super().__exit__(*exc)
+        self.end = self.sample()[0]
+        self.peak = max(self.peak_rss, self.start, self.end)
 
     def figures(self) -> dict:
         return {"peak_growth_mib": round((self.peak - self.start) / MIB), "resident_growth_mib": round((self.end - self.start) / MIB)}
