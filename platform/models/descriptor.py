@@ -15,26 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pydantic import BaseModel, Field
 from torch import nn
+
+from .config import DescriptorConfig
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-
-
-class DescriptorConfig(BaseModel):
-    architecture: str = "resnet_gem"
-    version: str = "untrained"
-    input_size: int = Field(112, ge=32, le=512, description="images are resized to a square of this side")
-    widths: list[int] = Field(default_factory=lambda: [32, 64, 128, 256])
-    blocks: list[int] = Field(default_factory=lambda: [1, 1, 2, 1])
-    dim: int = 256
-    gem_p: float = 3.0
-    threshold: float | None = Field(None, description="cosine distance at the evaluated precision target")
-    threshold_precision: float | None = None
-    trained_on: str = ""
-    training: dict = Field(default_factory=dict, description="what the training job ran and measured")
-    evaluation: dict = Field(default_factory=dict, description="the held-out evaluation's headline figures")
 
 
 class Block(nn.Module):

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from ..commitlog import CommitLog
 from ..errors import InvalidInput, NotFound
 from ..storage import ObjectStore, sha256_hex
-from .descriptor import DescriptorConfig, ImageDescriptor
+from .config import DescriptorConfig
 
 MODEL_FILES = ("config.json", "weights.pt")
 
@@ -84,7 +84,10 @@ class ModelVersions:
             raise InvalidInput(f"{key} does not match its recorded checksum")
         return data
 
-    def load(self, version: str) -> ImageDescriptor:
+    def load(self, version: str):
+        """The ImageDescriptor of a version (imports torch)."""
+        from .descriptor import ImageDescriptor
+
         record = self.get(version)
         return ImageDescriptor.from_bytes(record.config.model_dump_json(), self.file(record, "weights.pt"))
 
@@ -93,25 +96,51 @@ def default_model_dir() -> Path:
     return Path(str(resources.files("mediamatch.platform.models"))) / "default"
 
 
-def load_from_dir(folder: str | Path) -> ImageDescriptor:
+def load_from_dir(folder: str | Path):
+    """The ImageDescriptor in a model folder (imports torch)."""
+    from .descriptor import ImageDescriptor
+
+    folder = _model_dir(folder)
+    return ImageDescriptor.from_bytes((folder / "config.json").read_bytes(), (folder / "weights.pt").read_bytes())
+
+
+def _model_dir(folder: str | Path) -> Path:
     folder = Path(folder)
     missing = [name for name in MODEL_FILES if not (folder / name).is_file()]
     if missing:
         raise NotFound(f"{folder} is not a model folder: {', '.join(missing)} missing")
-    return ImageDescriptor.from_bytes((folder / "config.json").read_bytes(), (folder / "weights.pt").read_bytes())
+    return folder
 
 
-def resolve_model(source: str, store: ObjectStore | None) -> ImageDescriptor:
-    """The descriptor named by the `image_model` setting:
-    `promoted` (the store's promoted version, else the packaged default), `default`,
-    a version `mNNNNNNNN` in the store, or a folder holding config.json and weights.pt."""
+def resolve_source(source: str, store: ObjectStore | None) -> str | Path:
+    """What the `image_model` setting names, as a stored version `mNNNNNNNN` or a model folder:
+    `promoted` (the store's promoted version, else the packaged default), `default`, a version,
+    or a folder holding config.json and weights.pt."""
     if source == "promoted":
         version = ModelVersions(store).promoted() if store is not None else None
-        return ModelVersions(store).load(version) if version else load_from_dir(default_model_dir())
+        return version or default_model_dir()
     if source == "default":
-        return load_from_dir(default_model_dir())
+        return default_model_dir()
     if source.startswith("m") and source[1:].isdigit():
         if store is None:
             raise InvalidInput(f"model version {source} needs an object store")
-        return ModelVersions(store).load(source)
-    return load_from_dir(source)
+        return source
+    return _model_dir(source)
+
+
+def _is_version(source: str | Path) -> bool:
+    return isinstance(source, str) and source.startswith("m") and source[1:].isdigit()
+
+
+def resolve_model(source: str, store: ObjectStore | None):
+    """The ImageDescriptor the `image_model` setting names (see `resolve_source`)."""
+    where = resolve_source(source, store)
+    return ModelVersions(store).load(where) if _is_version(where) else load_from_dir(where)
+
+
+def resolve_config(source: str, store: ObjectStore | None) -> DescriptorConfig:
+    """Its config alone, without torch or the weights (the ingress needs only the threshold)."""
+    where = resolve_source(source, store)
+    if _is_version(where):
+        return ModelVersions(store).get(where).config
+    return DescriptorConfig.model_validate_json((_model_dir(where) / "config.json").read_bytes())

@@ -20,7 +20,7 @@ class ImageEmbedding(FloatVectorSignal):
 
     def __init__(self, descriptor=None):
         """`descriptor`: a loaded model to use as is (evaluating one before it is recorded)."""
-        self.source, self.store, self._descriptor = "promoted", None, descriptor
+        self.source, self.store, self._descriptor, self._config = "promoted", None, descriptor, None
         self._lock = threading.Lock()
 
     def configure(self, settings) -> None:
@@ -29,7 +29,7 @@ class ImageEmbedding(FloatVectorSignal):
         source = settings.image_model
         store = ObjectStore.from_settings(settings)
         if (source, store.uri) != (self.source, getattr(self.store, "uri", None)):
-            self.source, self.store, self._descriptor = source, store, None
+            self.source, self.store, self._descriptor, self._config = source, store, None, None
 
     @property
     def descriptor(self):
@@ -47,13 +47,25 @@ class ImageEmbedding(FloatVectorSignal):
         self.descriptor
 
     @property
+    def config(self):
+        """The model's config: from the loaded model, else read alone (no torch, no weights)."""
+        if self._descriptor is not None:
+            return self._descriptor.config
+        with self._lock:
+            if self._config is None:
+                from ..models.registry import resolve_config
+
+                self._config = resolve_config(self.source, self.store)
+        return self._config
+
+    @property
     def default_threshold(self) -> float:
-        threshold = self.descriptor.config.threshold
+        threshold = self.config.threshold
         return FALLBACK_THRESHOLD if threshold is None else threshold
 
     @property
     def model_version(self) -> str:
-        return self.descriptor.config.version
+        return self.config.version
 
     def compute(self, content: bytes | str, limits: LimitSettings = LimitSettings()) -> Signal:
         return self.compute_batch([content], limits)[0]
