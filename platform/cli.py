@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -442,42 +441,84 @@ def _echo_model(record, promoted: bool) -> None:
 
 
 @cli.command("eval")
-@click.argument("sources", nargs=-1, required=True)
-@click.option("--originals", type=click.IntRange(1), default=200, show_default=True, help="images banked")
-@click.option("--distractors", type=click.IntRange(1), default=200, show_default=True, help="images never banked, queried too")
-@click.option("--signal-type", "signal_types", multiple=True, default=("pdq", "image_embedding"), show_default=True,
-              type=click.Choice([n for n, s in SIGNAL_TYPES.items() if "photo" in s.content_types]))
-@click.option("--edit", "edits", multiple=True, help="only these edits (default: the whole suite)")
+@click.argument("sources", nargs=-1)
+@click.option("--photos", "photo_sources", multiple=True, help="a folder or s3:// prefix of images (repeatable; SOURCES are photos too)")
+@click.option("--videos", "video_sources", multiple=True, help="a folder or prefix of videos (repeatable)")
+@click.option("--audio", "audio_sources", multiple=True, help="a folder or prefix of sound files (repeatable)")
+@click.option("--text", "text_sources", multiple=True, help="a folder or prefix of documents and man pages (repeatable)")
+@click.option("--originals", "--photo-originals", "originals", type=click.IntRange(1), default=200, show_default=True, help="photos banked")
+@click.option("--distractors", "--photo-distractors", "distractors", type=click.IntRange(1), default=200, show_default=True,
+              help="photos never banked, queried too")
+@click.option("--sounds", type=click.IntRange(1), default=30, show_default=True, help="the longest distinct sound files taken from --audio")
+@click.option("--speech", type=click.IntRange(0), default=0, show_default=True, help="audio items spoken by espeak-ng from --speech-from documents")
+@click.option("--speech-from", "speech_sources", multiple=True, default=("/usr/share/doc",), show_default=True, help="documents to speak (repeatable)")
+@click.option("--text-bank", type=click.IntRange(1), default=500, show_default=True, help="passages banked")
+@click.option("--text-distractors", type=click.IntRange(1), default=500, show_default=True, help="passages never banked, queried too")
+@click.option("--text-per-edit", type=click.IntRange(1), default=100, show_default=True, help="banked passages queried under each edit")
+@click.option("--man-pages", type=click.IntRange(0), default=400, show_default=True, help="man pages sampled from --text sources")
+@click.option("--signal-type", "signal_types", multiple=True, type=click.Choice(list(SIGNAL_TYPES)),
+              help="only these signal types (default: photo pdq, image_embedding; video vpdq, video_embedding, md5; "
+                   "audio audio_fingerprint, md5; text text_exact, text_minhash, text_embedding)")
+@click.option("--edit", "edits", multiple=True, help="only these edits (default: each content type's whole suite)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval-report"), show_default=True)
 @URL_OPTION
 @TOKEN_OPTION
 @click.pass_obj
-def eval_command(obj: Context, sources: tuple[str, ...], originals: int, distractors: int, signal_types: tuple[str, ...],
-                 edits: tuple[str, ...], seed: int, out: Path, url: str | None, token: str | None) -> None:
-    """Measure photo match quality on the images under SOURCES (folders or s3:// prefixes):
-    bank --originals, query every edit of them and of --distractors, write OUT/eval.{md,png,json}.
-    With --url the queries go through that service's API (the real match path); without it,
-    through the same signal code and exact search in this process."""
-    from .evaluation import EVAL_EDITS, LocalMatcher, ServiceMatcher, evaluate, load_images, split, write_report
+def eval_command(obj: Context, sources: tuple[str, ...], photo_sources: tuple[str, ...], video_sources: tuple[str, ...],
+                 audio_sources: tuple[str, ...], text_sources: tuple[str, ...], originals: int, distractors: int, sounds: int, speech: int,
+                 speech_sources: tuple[str, ...], text_bank: int, text_distractors: int, text_per_edit: int, man_pages: int,
+                 signal_types: tuple[str, ...], edits: tuple[str, ...], seed: int, out: Path, url: str | None, token: str | None) -> None:
+    """Measure match quality of every content type given: bank items, query seeded edits of them
+    and of never-banked distractors, and write one report (OUT/eval.md, eval-<type>.png per
+    content type, eval.json): µAP, recall at precision 0.90/0.99 and at the served thresholds, and
+    per-edit tables, per signal type and their combination. Photos: SOURCES and --photos; videos:
+    --videos; audio: --audio and/or --speech; text: --text. With --url the items go through that
+    service's API (the real match path; a temporary bank per content type); without it, through
+    the same signal code, catalog and live index in this process."""
+    from .evaluation import core, photo, video, audio, text
+    from .evaluation.report import write_report
 
-    unknown = [e for e in edits if e not in EVAL_EDITS]
+    photo_sources = sources + photo_sources
+    suites = {"photo": photo.EDITS, "video": video.SUITE, "audio": audio.SUITE, "text": text.SUITE}
+    defaults = {"photo": photo.SIGNALS, "video": video.SIGNALS, "audio": audio.SIGNALS, "text": text.SIGNALS}
+    unknown = [e for e in edits if not any(e in suite for suite in suites.values())]
     if unknown:
-        raise InvalidInput(f"unknown edit {unknown[0]!r}; known: {', '.join(EVAL_EDITS)}")
-    images = [im for source in sources for _, im in load_images(source, seed=seed)]
-    random.Random(seed).shuffle(images)
-    banked, never = split(images, originals, distractors)
+        known = "; ".join(f"{kind}: {', '.join(suite)}" for kind, suite in suites.items())
+        raise InvalidInput(f"unknown edit {unknown[0]!r}; known: {known}")
+    loaders = {
+        "photo": photo_sources and (lambda chosen: photo.load(photo_sources, originals, distractors, seed, chosen)),
+        "video": video_sources and (lambda chosen: video.load_material(video_sources, seed, chosen)),
+        "audio": (audio_sources or speech) and (lambda chosen: audio.load_material(audio_sources, sounds, speech, speech_sources, seed, chosen)),
+        "text": text_sources and (lambda chosen: text.load_material(text_sources, text_bank, text_distractors, text_per_edit, man_pages, seed, chosen)),
+    }
+    if not any(loaders.values()):
+        raise InvalidInput("nothing to evaluate: give photos (SOURCES or --photos), --videos, --audio or --speech, or --text")
+    jobs = []
+    for kind, load in loaders.items():
+        if not load:
+            continue
+        chosen = core.check_edits(edits or None, suites[kind], kind)
+        names = [n for n in signal_types if kind in SIGNAL_TYPES[n].content_types] if signal_types else list(defaults[kind])
+        if not names:
+            raise InvalidInput(f"no --signal-type given serves {kind}; those that do: {', '.join(s.name for s in signal_types_for(kind))}")
+        jobs.append(core.Job(kind, names, lambda load=load, chosen=chosen: load(chosen)))
     settings = obj.settings
-    matcher = ServiceMatcher(Client(url, token, retries=3), signal_types) if url else LocalMatcher([SIGNAL_TYPES[n] for n in signal_types], settings.limits)
-    try:
-        with progress_bar("eval") as progress:
-            result = evaluate(banked, never, matcher, seed, edits or tuple(EVAL_EDITS), progress)
-    finally:
-        matcher.close()
+
+    def matcher(kind: str, names: list[str]):
+        if url:
+            return core.ServiceMatcher(Client(url, token, retries=3), names, kind)
+        return core.LocalMatcher([SIGNAL_TYPES[n] for n in names], settings.limits, content_type=kind)
+
+    with progress_bar("eval") as progress:
+        results = core.run_jobs(jobs, matcher, progress)
     where = f"through {url}" if url else "in process"
-    paths = write_report(result, out, "Photo match quality", [f"Images: {', '.join(sources)}; seed {seed}; queries {where}."])
-    for name, row in result.summary()["signals"].items():
-        click.echo(f"{name:<16} µAP {row['micro_ap']:.3f}  recall@P90 {row['recall_at_p90']:.3f}  recall@P99 {row['recall_at_p99']:.3f}")
+    paths = write_report(results, out, "Match quality", [f"Seed {seed}; queries {where}."])
+    for result in results:
+        for name, row in result.summary()["signals"].items():
+            click.echo(f"{result.content_type:<6} {name:<17} µAP {row['micro_ap']:.3f}  recall@P90 {row['recall_at_p90']:.3f}  "
+                       f"recall@P99 {row['recall_at_p99']:.3f}  at threshold: recall {row['recall_at_threshold']:.3f}, "
+                       f"{row['answered_false']} false")
     click.echo("wrote " + ", ".join(str(p) for p in paths))
 
 

@@ -1,0 +1,114 @@
+"""Photos: images under folders or object-store prefixes, edited by `models.edits.EVAL_EDITS`.
+
+Originals are banked; every original and every distractor (never banked) is edited by every
+edit of the suite (seeded per edit and image); overlays draw from the distractors."""
+
+from __future__ import annotations
+
+import io
+import random
+from typing import Iterable, Iterator, Sequence
+
+from PIL import Image
+
+from ..errors import InvalidInput, MediamatchError
+from ..media import open_image
+from ..models.edits import EVAL_EDITS, PDQ_FRIENDLY
+from ..settings import LimitSettings
+from ..signals import get_signal_type
+from .core import EvalResult, Material, Matcher, Progress, Query, evaluate_material
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+MAX_SIDE = 512  # originals are scaled down to this first: the edits then take milliseconds
+MIN_SIDE = 64  # smaller images (icons, glyphs) are skipped: too little to copy
+SAME_PICTURE = 10  # PDQ bits: closer images count as one picture
+SIGNALS = ("pdq", "image_embedding")
+EDITS = tuple(EVAL_EDITS)
+
+
+def thumbnail(data: bytes, limits: LimitSettings = LimitSettings(), side: int = MAX_SIDE) -> Image.Image:
+    """An image decoded as the service decodes it, scaled down to at most `side` pixels."""
+    image = open_image(data, limits.max_image_pixels)
+    image.thumbnail((side, side))
+    return image
+
+
+def load_images(source: str, limit: int | None = None, seed: int = 0) -> list[tuple[str, Image.Image]]:
+    """Decodable images of at least MIN_SIDE pixels a side under a folder or object-store prefix
+    (name, image), in a seeded order. A copy of an earlier image (the same bytes, or a PDQ hash
+    within SAME_PICTURE bits) is skipped: a distractor must not be a copy of an original."""
+    from ..storage import ObjectStore, sha256_hex
+
+    store = ObjectStore(source)
+    keys = [k for k in store.list() if k.lower().endswith(IMAGE_SUFFIXES)]
+    random.Random(seed).shuffle(keys)
+    pdq = get_signal_type("pdq")
+    images, seen, hashes = [], set(), []
+    for key in keys:
+        if limit is not None and len(images) >= limit:
+            break
+        data = store.get(key)
+        digest = sha256_hex(data)
+        try:
+            image = thumbnail(data)
+        except MediamatchError:
+            continue
+        if min(image.size) < MIN_SIDE or digest in seen:
+            continue
+        value = pdq.compute_image(image.copy()).value
+        if value is not None and any(pdq.distance(value, h) <= SAME_PICTURE for h in hashes):
+            continue
+        seen.add(digest)
+        if value is not None:
+            hashes.append(value)
+        images.append((key, image))
+    return images
+
+
+def encode(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def split(images: list, originals: int, distractors: int) -> tuple[list, list]:
+    if len(images) < originals + distractors:
+        raise InvalidInput(f"{len(images)} images, fewer than {originals} originals + {distractors} distractors")
+    return images[:originals], images[originals : originals + distractors]
+
+
+def make_queries(originals: Sequence[Image.Image], distractors: Sequence[Image.Image], seed: int,
+                 edits: Iterable[str] = EDITS) -> Iterator[Query]:
+    """Every original and every distractor under every edit; overlays draw from the distractors."""
+    pool = list(distractors) or list(originals)
+    for name in edits:
+        edit = EVAL_EDITS[name]
+        for i, (image, truth) in enumerate([*((o, j) for j, o in enumerate(originals)), *((d, None) for d in distractors)]):
+            rng = random.Random(f"{seed}/{name}/{i}")
+            yield Query(encode(edit(image, rng, pool)), name, truth)
+
+
+def material(originals: Sequence[Image.Image], distractors: Sequence[Image.Image], seed: int = 0,
+             edits: Iterable[str] = EDITS, notes: Sequence[str] = ()) -> Material:
+    edits = list(edits)
+    return Material("photo", [encode(im) for im in originals], [f"photo {i}" for i in range(len(originals))],
+                    lambda: make_queries(originals, distractors, seed, edits), len(edits) * (len(originals) + len(distractors)),
+                    len(distractors), [*notes, f"Edits PDQ is built for: {', '.join(PDQ_FRIENDLY)}."])
+
+
+def load(sources: Sequence[str], originals: int, distractors: int, seed: int = 0, edits: Iterable[str] = EDITS) -> Material:
+    """The images under `sources` (each deduplicated by `load_images`), shuffled, split into
+    banked originals and distractors."""
+    images = [im for source in sources for _, im in load_images(source, seed=seed)]
+    random.Random(seed).shuffle(images)
+    banked, never = split(images, originals, distractors)
+    note = (f"Images under {', '.join(sources)} (at most {MAX_SIDE} px a side; smaller than {MIN_SIDE} px and copies of "
+            f"another image, the same bytes or PDQ within {SAME_PICTURE} bits, left out): {len(banked)} originals banked, "
+            f"{len(never)} distractors; every one under each edit of `models.edits.EVAL_EDITS`.")
+    return material(banked, never, seed, edits, [note])
+
+
+def evaluate(originals: Sequence[Image.Image], distractors: Sequence[Image.Image], matcher: Matcher, seed: int = 0,
+             edits: Iterable[str] = EDITS, progress: Progress | None = None) -> EvalResult:
+    """Photo match quality of `matcher` (the training job's evaluation of a model)."""
+    return evaluate_material(material(originals, distractors, seed, edits), matcher, progress)
