@@ -5,7 +5,8 @@ model version (weights, config, report) in the store.
 Steps, each in the progress callback:
 1. read the training images with Ray Data and scale them down in `map_batches` (the same
    decoder as the service: `evaluation.thumbnail`); unreadable files are skipped and counted;
-2. train in one Ray task (`platform/models/train.py`), its progress relayed through a queue;
+2. train in one Ray task (`platform/models/train.py`), from random weights or fine-tuning a
+   recorded model (`init`), its progress relayed through a queue;
 3. evaluate the trained model and PDQ on held-out images (originals + distractors, every edit)
    with `LocalMatcher`, and store the cosine distance that keeps precision 0.99 as the model's
    threshold;
@@ -27,8 +28,9 @@ from ray.util.queue import Empty, Queue
 
 from mediamatch.platform.errors import InvalidInput, MediamatchError
 from mediamatch.platform.evaluation import IMAGE_SUFFIXES, LocalMatcher, calibrated_threshold, evaluate, load_images, split, thumbnail, write_report
+from mediamatch.platform.models.config import ARCHITECTURE
 from mediamatch.platform.models.descriptor import DescriptorConfig, ImageDescriptor
-from mediamatch.platform.models.registry import ModelRecord, ModelVersions
+from mediamatch.platform.models.registry import ModelRecord, ModelVersions, resolve_model
 from mediamatch.platform.models.train import TrainSettings, train
 from mediamatch.platform.settings import Settings
 from mediamatch.platform.signals import get_signal_type
@@ -38,6 +40,9 @@ from mediamatch.platform.storage import ObjectStore
 Progress = Callable[[float, str], None]
 TRAIN_SIDE = 192  # training images are kept at most this large: views are cut from them
 PRECISION_TARGET = 0.99
+# A video frame needs less: video_embedding matches a video only when many frames agree on one
+# time offset, and that check, not each frame, keeps the precision (see benchmarks/eval_video.py).
+FRAME_PRECISION_TARGET = 0.8
 
 
 def read_training_images(sources: list[str], limit: int | None = None) -> list[bytes]:
@@ -66,14 +71,16 @@ def _thumbnails(batch):
 
 
 @ray.remote(max_retries=0)
-def _train_task(pngs: list[bytes], config: DescriptorConfig, settings: TrainSettings, queue: Queue, threads: int) -> tuple[bytes, dict]:
+def _train_task(pngs: list[bytes], config: DescriptorConfig, settings: TrainSettings, queue: Queue, threads: int,
+                initial: bytes | None) -> tuple[bytes, dict]:
     import torch
     from PIL import Image
 
     torch.set_num_threads(threads)  # Ray starts workers with one thread for torch, whatever the task asked for
 
     images = [Image.open(io.BytesIO(p)).convert("RGB") for p in pngs]
-    descriptor, summary = train(images, config, settings, lambda f, m: queue.put_nowait((f, m)))
+    state = torch.load(io.BytesIO(initial), map_location="cpu", weights_only=True) if initial else None
+    descriptor, summary = train(images, config, settings, lambda f, m: queue.put_nowait((f, m)), state)
     return descriptor.weights_bytes(), summary
 
 
@@ -87,9 +94,17 @@ def train_model(
     eval_distractors: int = 200,
     limit: int | None = None,
     progress: Progress | None = None,
+    init: str | None = None,
 ) -> ModelRecord:
-    """Train, evaluate, calibrate and record a descriptor; returns the recorded (unpromoted) version."""
+    """Train, evaluate, calibrate and record a descriptor; returns the recorded (unpromoted) version.
+    `init`: a model to fine-tune (a version, "promoted", "default" or a folder); its architecture
+    replaces `config`'s."""
     report = progress or (lambda fraction, message: None)
+    initial = None
+    if init is not None:
+        start = resolve_model(init, ObjectStore.from_settings(settings))
+        config = DescriptorConfig(**start.config.model_dump(include=ARCHITECTURE))
+        initial = start.weights_bytes()
     report(0.0, f"reading images under {len(sources)} sources")
     pngs = read_training_images(sources, limit)
     held_out = load_images(holdout, eval_originals + eval_distractors, seed=train_settings.seed)
@@ -98,7 +113,7 @@ def train_model(
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     cpus = max(1, min(train_settings.workers + 1, int(ray.cluster_resources().get("CPU", 1))))
     queue = Queue()
-    ref = _train_task.options(num_gpus=gpus, num_cpus=cpus).remote(pngs, config, train_settings, queue, cpus)
+    ref = _train_task.options(num_gpus=gpus, num_cpus=cpus).remote(pngs, config, train_settings, queue, cpus, initial)
     while True:
         ready, _ = ray.wait([ref], timeout=1.0)
         try:
@@ -113,7 +128,8 @@ def train_model(
     queue.shutdown()
     config = config.model_copy(update={"trained_on": ", ".join(sources), "training": summary})
     descriptor = ImageDescriptor.from_bytes(config.model_dump_json(), weights)
-    note = f"Trained on {len(pngs)} images from {', '.join(sources)}; {summary['epochs']} epochs in {summary['seconds']:.0f} s."
+    start = f", starting from {init}" if init else ""
+    note = f"Trained on {len(pngs)} images from {', '.join(sources)}{start}; {summary['epochs']} epochs in {summary['seconds']:.0f} s."
     return evaluate_and_record(settings, descriptor, holdout, originals, distractors, train_settings.seed, note,
                                lambda f, m: report(0.8 + 0.2 * f, m))
 
@@ -122,8 +138,7 @@ def calibrate_model(settings: Settings, version: str, holdout: str, eval_origina
                     seed: int = 0, progress: Progress | None = None) -> ModelRecord:
     """Evaluate a recorded model on another held-out set and record it again with the threshold
     that set calls for (the same weights: a threshold depends on what the banks hold)."""
-    versions = ModelVersions(ObjectStore.from_settings(settings))
-    descriptor = versions.load(version)
+    descriptor = resolve_model(version, ObjectStore.from_settings(settings))
     originals, distractors = split([im for _, im in load_images(holdout, eval_originals + eval_distractors, seed=seed)],
                                    eval_originals, eval_distractors)
     return evaluate_and_record(settings, descriptor, holdout, originals, distractors, seed,
@@ -141,6 +156,7 @@ def evaluate_and_record(settings: Settings, descriptor: ImageDescriptor, holdout
     summary = result.summary()
     config = descriptor.config.model_copy(update={
         "threshold": calibrated_threshold(result, "image_embedding", PRECISION_TARGET), "threshold_precision": PRECISION_TARGET,
+        "frame_threshold": calibrated_threshold(result, "image_embedding", FRAME_PRECISION_TARGET), "frame_precision": FRAME_PRECISION_TARGET,
         "evaluation": {"holdout": holdout, **summary["signals"]["image_embedding"], "pdq": summary["signals"]["pdq"]}})
     build_id = secrets.token_hex(6)
     with tempfile.TemporaryDirectory() as tmp:

@@ -347,14 +347,17 @@ def model() -> None:
 @click.option("--epochs", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--batch-size", type=click.IntRange(8), default=128, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--koleo", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="weight of the entropy (KoLeo) regulariser that spreads descriptors apart")
+@click.option("--init", help="fine-tune this model (a version, promoted or default) instead of starting from random weights")
 @click.option("--workers", type=click.IntRange(0), default=1, show_default=True, help="processes making edited views")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--limit", type=click.IntRange(1), help="train on at most this many images")
 @click.option("--eval-originals", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--eval-distractors", type=click.IntRange(1), default=200, show_default=True)
 @click.pass_obj
-def model_train(obj: Context, sources: tuple[str, ...], holdout: str, epochs: int, batch_size: int, lr: float, workers: int, seed: int,
-                limit: int | None, eval_originals: int, eval_distractors: int) -> None:
+def model_train(obj: Context, sources: tuple[str, ...], holdout: str, epochs: int, batch_size: int, lr: float, koleo: float,
+                init: str | None, workers: int, seed: int, limit: int | None, eval_originals: int, eval_distractors: int) -> None:
     """Train a descriptor on the images under SOURCES (folders or s3:// prefixes), evaluate and
     calibrate it on --holdout, and record it as a new model version (not promoted)."""
     from mediamatch.indexing.train import train_model
@@ -363,8 +366,8 @@ def model_train(obj: Context, sources: tuple[str, ...], holdout: str, epochs: in
     settings = obj.settings
     _ray_for_job(settings)
     with progress_bar("model train") as progress:
-        record = train_model(settings, list(sources), holdout, train_settings=TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, workers=workers, seed=seed),
-                             eval_originals=eval_originals, eval_distractors=eval_distractors, limit=limit, progress=progress)
+        record = train_model(settings, list(sources), holdout, train_settings=TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, koleo=koleo, workers=workers, seed=seed),
+                             eval_originals=eval_originals, eval_distractors=eval_distractors, limit=limit, progress=progress, init=init)
     _echo_model(record, promoted=False)
 
 
@@ -376,8 +379,9 @@ def model_train(obj: Context, sources: tuple[str, ...], holdout: str, epochs: in
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.pass_obj
 def model_calibrate(obj: Context, version: str, holdout: str, eval_originals: int, eval_distractors: int, seed: int) -> None:
-    """Evaluate VERSION on --holdout and record it again (same weights) with the threshold that
-    keeps precision 0.99 there."""
+    """Evaluate VERSION (a recorded version, promoted or default) on --holdout and record it again
+    (same weights) with the thresholds it calls for there: a photo's at precision 0.99, a video
+    frame's at 0.8."""
     from mediamatch.indexing.train import calibrate_model
 
     with progress_bar("model calibrate") as progress:
@@ -434,6 +438,8 @@ def model_export(obj: Context, version: str, folder: Path) -> None:
 def _echo_model(record, promoted: bool) -> None:
     c = record.config
     threshold = f"{c.threshold:.4f}" if c.threshold is not None else "-"
+    if c.frame_threshold is not None:
+        threshold += f" (video frame {c.frame_threshold:.4f})"
     uap = c.evaluation.get("micro_ap")
     click.echo(f"{'*' if promoted else ' '} {record.version}  {record.created_at}  {c.training.get('images', 0):>6} images  "
                f"{c.training.get('epochs', 0):>3} epochs  threshold {threshold}  µAP {uap if uap is not None else '-'} "

@@ -14,7 +14,7 @@ from mediamatch.platform.evaluation import encode
 from mediamatch.platform.models.descriptor import DescriptorConfig, ImageDescriptor
 from mediamatch.platform.models.edits import EVAL_EDITS, SINGLE_EDITS, random_edit
 from mediamatch.platform.models.registry import ModelVersions, default_model_dir, load_from_dir, resolve_model
-from mediamatch.platform.models.train import TrainSettings, nt_xent, train
+from mediamatch.platform.models.train import TrainSettings, koleo, nt_xent, train
 from mediamatch.platform.signals import get_signal_type
 
 TINY = DescriptorConfig(input_size=32, widths=[8, 16], blocks=[1, 1], dim=256)
@@ -50,6 +50,40 @@ def test_nt_xent_prefers_matching_views():
     z = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
     paired = torch.repeat_interleave(z[::2], 2, dim=0)  # rows 2i and 2i+1 identical
     assert nt_xent(paired, 0.1) < nt_xent(z, 0.1)
+
+
+def test_koleo_penalises_crowded_images_not_a_pair_of_views():
+    torch = pytest.importorskip("torch")
+    spread = torch.eye(8)  # four images, two views each, all orthogonal
+    crowded = spread.clone()
+    crowded[2] = torch.nn.functional.normalize(crowded[0] + 0.05 * crowded[2], dim=0)  # image 1 crowds image 0
+    views_alike = spread.clone()
+    views_alike[1] = views_alike[0]  # image 0's own two views coincide: that is the goal, not a crowd
+    assert koleo(crowded) > koleo(spread)
+    assert koleo(views_alike) == pytest.approx(koleo(spread).item())
+
+
+def test_fine_tuning_starts_from_the_given_weights(photos):
+    start = ImageDescriptor(TINY)
+    settings = TrainSettings(epochs=1, batch_size=8, lr=1e-9, warmup_steps=1, workers=0, koleo=1.0)
+    tuned, summary = train(photos[:8], TINY, settings, initial=start.model.state_dict())
+    assert summary["fine_tuned"] and np.isfinite(summary["loss_per_epoch"][0])
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+    other = ImageDescriptor(TINY)  # another random start
+    start_z, tuned_z, other_z = (d.embed(photos[:4]) for d in (start, tuned, other))
+    # only batch-norm statistics moved (lr ~ 0): the tuned model is still the one it started from
+    assert (start_z * tuned_z).sum(1).min() > 0.98 > (start_z * other_z).sum(1).max()
+
+
+def test_video_frames_match_within_the_models_frame_threshold():
+    from mediamatch.platform.signals.image_embedding import ImageEmbedding
+    from mediamatch.platform.signals.video_embedding import VideoEmbedding
+
+    photo_only = ImageDescriptor(TINY.model_copy(update={"threshold": 0.003}))
+    with_frames = ImageDescriptor(TINY.model_copy(update={"threshold": 0.003, "frame_threshold": 0.1}))
+    assert VideoEmbedding(ImageEmbedding(photo_only)).row_radius == 0.003
+    assert VideoEmbedding(ImageEmbedding(with_frames)).row_radius == 0.1
 
 
 def test_training_lowers_the_loss_and_weights_round_trip(photos):
@@ -115,6 +149,8 @@ def test_training_job_records_an_evaluated_calibrated_model(ray_session, tmp_pat
                          eval_originals=4, eval_distractors=4, progress=lambda f, m: steps.append(f))
     assert record.version == "m00000001" and record.config.training["images"] == 16  # the broken file skipped
     assert record.config.threshold is not None and record.config.threshold_precision == 0.99
+    assert record.config.frame_precision == 0.8  # a frame's threshold, at lower precision, is never tighter
+    assert record.config.frame_threshold is None or record.config.frame_threshold >= record.config.threshold
     assert steps[-1] == 1.0 and steps == sorted(steps)
     names = {key.rsplit("/", 1)[1] for key in record.files}
     assert names == {"config.json", "weights.pt", "eval.md", "eval-photo.png", "eval.json"}
@@ -128,3 +164,9 @@ def test_training_job_records_an_evaluated_calibrated_model(ray_session, tmp_pat
     assert export.exit_code == 0 and load_from_dir(tmp_path / "exported").config.version == "m00000001"
     missing = run("promote", "m00000007")
     assert missing.exit_code == 1 and "no image_embedding model version" in str(missing.exception)
+
+    tuned = train_model(settings, [str(train_dir)], str(holdout), TINY, TrainSettings(epochs=1, batch_size=8, workers=0, koleo=1.0),
+                        eval_originals=4, eval_distractors=4, init="promoted")
+    assert tuned.version == "m00000002" and tuned.config.training["fine_tuned"]
+    calibrated = run("calibrate", "default", "--holdout", str(holdout), "--eval-originals", "4", "--eval-distractors", "4")
+    assert calibrated.exit_code == 0 and "m00000003" in calibrated.output

@@ -16,6 +16,12 @@ class DescriptorConfig(BaseModel):
     gem_p: float = 3.0
     threshold: float | None = Field(None, description="cosine distance at the evaluated precision target")
     threshold_precision: float | None = None
+    frame_threshold: float | None = Field(None, description="cosine distance at frame_precision: a video frame this close to a "
+                                          "banked frame counts toward a time-aligned video match (see video_embedding)")
+    frame_precision: float | None = None
     trained_on: str = ""
     training: dict = Field(default_factory=dict, description="what the training job ran and measured")
     evaluation: dict = Field(default_factory=dict, description="the held-out evaluation's headline figures")
+
+
+ARCHITECTURE = {"architecture", "input_size", "widths", "blocks", "dim", "gem_p"}  # the fields that shape the weights

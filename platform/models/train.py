@@ -30,6 +30,7 @@ class TrainSettings(BaseModel):
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = 1e-4
     temperature: float = Field(0.07, gt=0)
+    koleo: float = Field(0.0, ge=0, description="weight of SSCD's entropy (KoLeo) regulariser, which spreads descriptors apart")
     warmup_steps: int = 100
     workers: int = Field(1, ge=0, description="data loader processes making the edited views")
     seed: int = 0
@@ -59,16 +60,28 @@ def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.cross_entropy(sim, target)
 
 
+def koleo(z: torch.Tensor) -> torch.Tensor:
+    """Kozachenko-Leonenko entropy estimate (negated), as SSCD uses it: the log distance from each
+    descriptor to its nearest neighbour among other images' views (its own other view excluded)."""
+    own = torch.arange(len(z), device=z.device)
+    excluded = torch.zeros(len(z), len(z), dtype=torch.bool, device=z.device)
+    excluded[own, own] = excluded[own, own ^ 1] = True
+    distances = torch.cdist(z, z).masked_fill(excluded, float("inf"))
+    return -torch.log(distances.min(dim=1).values + 1e-8).mean()
+
+
 def train(
     images: Sequence[Image.Image],
     config: DescriptorConfig,
     settings: TrainSettings = TrainSettings(),
     progress: Progress | None = None,
+    initial: dict | None = None,
 ) -> tuple[ImageDescriptor, dict]:
-    """A trained descriptor and a summary of the run (loss per epoch, throughput)."""
+    """A trained descriptor and a summary of the run (loss per epoch, throughput). `initial`: a
+    state dict to start from (fine-tuning a recorded model) instead of random weights."""
     report = progress or (lambda fraction, message: None)
     torch.manual_seed(settings.seed)
-    descriptor = ImageDescriptor(config)
+    descriptor = ImageDescriptor(config, initial)
     model, device = descriptor.model, descriptor.device
     data = EditedPairs(images, config.input_size, settings.seed)
     loader = torch.utils.data.DataLoader(
@@ -89,6 +102,8 @@ def train(
         for views in loader:
             z = model(views.flatten(0, 1).to(device))
             loss = nt_xent(z, settings.temperature)
+            if settings.koleo:
+                loss = loss + settings.koleo * koleo(z)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -102,6 +117,6 @@ def train(
     summary = {
         "images": len(images), "epochs": settings.epochs, "steps": steps, "device": device,
         "seconds": round(seconds, 1), "views_per_second": round(2 * steps * settings.batch_size / seconds, 1),
-        "loss_per_epoch": losses, "settings": settings.model_dump(),
+        "loss_per_epoch": losses, "settings": settings.model_dump(), "fine_tuned": initial is not None,
     }
     return descriptor, summary

@@ -3,7 +3,7 @@ temporal-consistency check, so a clip cut out of a banked video (or a banked cli
 longer upload) matches it.
 
 In the index every sampled frame is a row (its descriptor, and its time). A query's frames are
-searched within the image descriptor's threshold; `aggregate` then asks, per banked video, how
+searched within the image model's frame threshold; `aggregate` then asks, per banked video, how
 many of the query's frames agree on one time offset (query time + offset = banked time, in
 bins of BIN_SECONDS): the distance is 1 - that share of the shorter video's frames. Frames
 matched at scattered offsets (a shared logo, a black frame) do not add up.
@@ -44,7 +44,10 @@ class VideoEmbedding(BagSignal):
 
     @property
     def row_radius(self) -> float:
-        return self.image.default_threshold
+        """The image model's frame threshold (looser than a photo's: the time alignment of many
+        frames makes up the precision), or its photo threshold for a model without one."""
+        frame = self.image.config.frame_threshold
+        return self.image.default_threshold if frame is None else frame
 
     def warm_up(self) -> None:
         self.image.warm_up()
