@@ -1,20 +1,10 @@
-"""What the evaluation scripts share: µAP of pooled predictions and Markdown tables."""
+"""What the benchmark scripts share: Markdown tables."""
 
 from __future__ import annotations
 
 import sys
 
 import numpy as np
-
-from mediamatch.platform.evaluation import Ranking
-
-
-def micro_ap(scores: np.ndarray, true: np.ndarray, n_true: int, rng: np.random.Generator) -> float:
-    """AP of pooled predictions ranked globally by score (ties in random order), over all true pairs."""
-    if n_true == 0:
-        return float("nan")
-    order = np.lexsort((rng.random(scores.size), -scores))
-    return Ranking("", scores[order], true[order].astype(bool), n_true).micro_ap()
 
 
 def fmt(x, digits=3):

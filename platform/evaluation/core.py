@@ -172,13 +172,17 @@ class LocalMatcher:
             return _REFUSED
 
     def bank(self, items: Sequence[Content]) -> list[str]:
+        rows = self.signals(items)
+        if any(r is None for r in rows):
+            raise InvalidInput(f"item {rows.index(None)} to bank is not a valid {self.content_type}")
+        return self.bank_values(rows)
+
+    def bank_values(self, rows: Sequence[dict]) -> list[str]:
+        """Bank entries with these signal values (type name -> value or None) in one commit; their ids."""
         from ..catalog import Catalog, Entry
         from ..live import LiveIndex
         from ..storage import ObjectStore
 
-        rows = self.signals(items)
-        if any(r is None for r in rows):
-            raise InvalidInput(f"item {rows.index(None)} to bank is not a valid {self.content_type}")
         store = ObjectStore(self.folder)
         catalog = Catalog(store)
         catalog.create_bank("eval")
@@ -187,22 +191,17 @@ class LocalMatcher:
         self.live = {st.name: LiveIndex(store, st) for st in self.types}
         return [e.entry_id for e in entries]
 
+    def search(self, signal_type: str, values: Sequence, k: int, radius: float) -> list[list[Candidate]]:
+        """Per value (None: no value, no candidates), up to k (entry id, distance) within `radius`, nearest first."""
+        st, live = next(t for t in self.types if t.name == signal_type), self.live[signal_type]
+        asked = [v for v in values if v is not None]
+        found = iter((live.search_bags(asked, k, radius) if st.bag else live.search(st.encode(asked), k, radius))[1] if asked else [])
+        return [[(entry, float(d)) for entry, _, d in next(found)] if v is not None else [] for v in values]
+
     def match(self, queries: Sequence[Content]) -> list[dict[str, list[Candidate]] | None]:
         rows = self.signals(queries, query=True)
-        out: list[dict[str, list[Candidate]] | None] = [None if r is None else {} for r in rows]
-        for st in self.types:
-            asked = [i for i, r in enumerate(rows) if r is not None and r[st.name] is not None]
-            values = [rows[i][st.name] for i in asked]
-            found = []
-            if values:
-                search = self.live[st.name].search_bags if st.bag else self.live[st.name].search
-                found = search(values if st.bag else st.encode(values), self.k, wide_radius(st))[1]
-            for i, r in enumerate(rows):
-                if r is not None:
-                    out[i][st.name] = []
-            for i, hits in zip(asked, found):
-                out[i][st.name] = [(entry, float(d)) for entry, _, d in hits]
-        return out
+        found = {st.name: self.search(st.name, [r and r[st.name] for r in rows], self.k, wide_radius(st)) for st in self.types}
+        return [None if r is None else {name: hits[i] for name, hits in found.items()} for i, r in enumerate(rows)]
 
     def threshold(self, signal_type: str) -> float:
         return float(next(t for t in self.types if t.name == signal_type).default_threshold)

@@ -52,8 +52,8 @@ SPARE = 5  # passages at least, neither banked nor distractors: the words and se
 
 
 # -- passages ----------------------------------------------------------------------------------
-def _text(data: bytes, key: str) -> str:
-    if key.endswith(".gz"):
+def _text(data: bytes) -> str:
+    if data[:2] == b"\x1f\x8b":  # gzip (a local store's reads already decompress .gz files)
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError):
@@ -125,8 +125,8 @@ def passages(sources: Sequence[str], seed: int, man_pages: int = 400, per_source
         keys = [k for k in store.list() if not EXCLUDED_PACKAGES.search(k)]
         docs = [k for k in keys if DOC_NAMES.match(PurePosixPath(k).name) and not k.endswith(".html.gz")]
         man = _man_sample(sorted(k for k in keys if MAN_PAGE.search(k) and k not in docs), man_pages, rng)
-        documents += [(f"{source}/{k}", _text(store.get(k), k)) for k in docs]
-        documents += [(f"{source}/{k}", render_man(_text(store.get(k), k))) for k in man]
+        documents += [(f"{source}/{k}", _text(store.get(k))) for k in docs]
+        documents += [(f"{source}/{k}", render_man(_text(store.get(k)))) for k in man]
         rendered |= bool(man)
 
     candidates = []
