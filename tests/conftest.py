@@ -117,6 +117,23 @@ def source_photos() -> list:
     return [im for im in images if min(im.size) >= 100]
 
 
+@pytest.fixture(scope="module")
+def photos() -> list:
+    """24 or more real photos of distinct scenes, at most 256 px (the conformance set holds edits
+    of one photo: one of them)."""
+    from mediamatch.platform.signals import get_signal_type
+
+    pdq, kept, hashes = get_signal_type("pdq"), [], []
+    for image in source_photos():
+        image.thumbnail((256, 256))
+        value = pdq.compute_image(image.copy()).value
+        if value and all(pdq.distance(value, h) > 80 for h in hashes):
+            kept.append(image)
+            hashes.append(value)
+    assert len(kept) >= 24
+    return kept
+
+
 def jpeg(image, quality: int = 90) -> bytes:
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=quality)

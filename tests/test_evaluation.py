@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import CONFORMANCE, source_photos
+from conftest import CONFORMANCE
 from mediamatch.platform.cli import cli
 from mediamatch.platform.evaluation import LocalMatcher, Material, Query, Ranking, evaluate, evaluate_material, make_queries, relative_score
 from mediamatch.platform.evaluation import audio, text, video
@@ -22,20 +22,6 @@ from mediamatch.platform.signals.image_embedding import ImageEmbedding
 VIDEOS = CONFORMANCE / "tmk" / "sample-videos"
 TMK_SMALL = ("doorknob-hd-no-bar.mp4", "test-padded-dimensions.mp4")  # 4.3 s and 5 s
 NO_SPEECH = not shutil.which("espeak-ng")  # then the audio parts are left out
-
-
-@pytest.fixture(scope="module")
-def photos() -> list[Image.Image]:
-    """Real photos of distinct scenes (the conformance set holds edits of one photo: one each)."""
-    pdq, kept, hashes = get_signal_type("pdq"), [], []
-    for image in source_photos():
-        image.thumbnail((256, 256))
-        value = pdq.compute_image(image.copy()).value
-        if value and all(pdq.distance(value, h) > 80 for h in hashes):
-            kept.append(image)
-            hashes.append(value)
-    assert len(kept) >= 12
-    return kept
 
 
 @pytest.fixture(scope="module")

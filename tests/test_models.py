@@ -1,4 +1,4 @@
-"""The image descriptor: edits, metrics, training, the model registry, the signal and the eval."""
+"""The image descriptor: edits, training, the model registry and the signal (its evaluation: test_evaluation.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import random
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import jpeg, source_photos
+from conftest import jpeg
 from mediamatch.platform.errors import NotFound
 from mediamatch.platform.evaluation import encode
 from mediamatch.platform.models.descriptor import DescriptorConfig, ImageDescriptor
@@ -18,20 +17,6 @@ from mediamatch.platform.models.train import TrainSettings, koleo, nt_xent, trai
 from mediamatch.platform.signals import get_signal_type
 
 TINY = DescriptorConfig(input_size=32, widths=[8, 16], blocks=[1, 1], dim=256)
-
-
-@pytest.fixture(scope="module")
-def photos() -> list[Image.Image]:
-    """Real photos of distinct scenes (the conformance set holds edits of one photo: one each)."""
-    pdq, kept, hashes = get_signal_type("pdq"), [], []
-    for image in source_photos():
-        image.thumbnail((256, 256))
-        value = pdq.compute_image(image.copy()).value
-        if value and all(pdq.distance(value, h) > 80 for h in hashes):
-            kept.append(image)
-            hashes.append(value)
-    assert len(kept) >= 24
-    return kept
 
 
 def test_every_edit_is_seeded_and_changes_the_image(photos):
