@@ -465,7 +465,8 @@ def _echo_model(record, promoted: bool) -> None:
 @click.option("--signal-type", "signal_types", multiple=True, type=click.Choice(list(SIGNAL_TYPES)),
               help="only these signal types (default: photo pdq, image_embedding; video vpdq, video_embedding, md5; "
                    "audio audio_fingerprint, md5; text text_exact, text_minhash, text_embedding)")
-@click.option("--edit", "edits", multiple=True, help="only these edits (default: each content type's whole suite)")
+@click.option("--edit", "edits", multiple=True,
+              help="only these edits (repeatable; a content type none of whose edits is named runs its whole suite)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval-report"), show_default=True)
 @URL_OPTION
@@ -504,7 +505,7 @@ def eval_command(obj: Context, sources: tuple[str, ...], photo_sources: tuple[st
     for kind, load in loaders.items():
         if not load:
             continue
-        chosen = core.check_edits(edits or None, suites[kind], kind)
+        chosen = core.chosen_edits(edits, suites[kind])
         names = [n for n in signal_types if kind in SIGNAL_TYPES[n].content_types] if signal_types else list(defaults[kind])
         if not names:
             raise InvalidInput(f"no --signal-type given serves {kind}; those that do: {', '.join(s.name for s in signal_types_for(kind))}")

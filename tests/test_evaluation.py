@@ -16,6 +16,7 @@ from conftest import CONFORMANCE
 from mediamatch.platform.cli import cli
 from mediamatch.platform.evaluation import LocalMatcher, Material, Query, Ranking, evaluate, evaluate_material, make_queries, relative_score
 from mediamatch.platform.evaluation import audio, text, video
+from mediamatch.platform.evaluation.core import chosen_edits
 from mediamatch.platform.signals import get_signal_type
 from mediamatch.platform.signals.image_embedding import ImageEmbedding
 
@@ -122,6 +123,9 @@ def test_video_and_audio_material_split_seeded_halves(media):
     assert [q.content for q in queries if q.truth == 0] == material.references  # the banked item's exact copy
     assert [q.truth for q in queries if q.content != material.references[0]] == [None]
     assert audio.banked_split(6, 0) == audio.banked_split(6, 0) != audio.banked_split(6, 1) and len(audio.banked_split(7, 0)) == 3
+    # --edit narrows the suites it names and leaves the others whole
+    assert chosen_edits(["resize", "grayscale", "exact copy"], video.SUITE) == ["exact copy", "grayscale"]
+    assert chosen_edits(["resize"], audio.SUITE) == list(audio.SUITE) and chosen_edits((), text.SUITE) == list(text.SUITE)
 
 
 def test_one_report_for_every_content_type_in_process(tmp_path, media):
@@ -165,7 +169,6 @@ def test_one_report_for_every_content_type_in_process(tmp_path, media):
     (["--photos", "{photos}", "--originals", "40"], "fewer than"),
     (["--photos", "{photos}", "--edit", "nope"], "unknown edit"),
     ([], "nothing to evaluate"),
-    (["--photos", "{photos}", "--videos", "{videos}", "--edit", "resize"], "none of the edits named applies to video"),
     (["--videos", "{videos}", "--signal-type", "pdq"], "no --signal-type given serves video"),
     (["--text", "{docs}", "--text-bank", "40"], "passages under"),
     (["--videos", "{photos}"], "no videos"),

@@ -411,15 +411,11 @@ def calibrated_threshold(result: EvalResult, signal_type: str, precision: float 
     return result.rankings[signal_type].recall_at_precision(precision)[2]
 
 
-def check_edits(wanted: Iterable[str] | None, suite: Sequence[str], content_type: str) -> list[str]:
-    """The suite's edits among `wanted` (all when None), in the suite's order; InvalidInput when none."""
-    if wanted is None:
-        return list(suite)
-    wanted = set(wanted)
-    chosen = [e for e in suite if e in wanted]
-    if not chosen:
-        raise InvalidInput(f"none of the edits named applies to {content_type}; its edits: {', '.join(suite)}")
-    return chosen
+def chosen_edits(wanted: Iterable[str] | None, suite: Sequence[str]) -> list[str]:
+    """The suite's edits among `wanted`, in the suite's order; the whole suite when `wanted`
+    names none of them (so one list can narrow some content types and leave the others whole)."""
+    wanted = set(wanted or ())
+    return [e for e in suite if e in wanted] or list(suite)
 
 
 def query_rng(seed: int, edit: str, item: int) -> np.random.Generator:
