@@ -41,7 +41,7 @@ Progress = Callable[[float, str], None]
 TRAIN_SIDE = 192  # training images are kept at most this large: views are cut from them
 PRECISION_TARGET = 0.99
 # A video frame needs less: video_embedding matches a video only when many frames agree on one
-# time offset, and that check, not each frame, keeps the precision (see benchmarks/eval_video.py).
+# time offset, and that check, not each frame, keeps the precision (see docs/eval.md, Video).
 FRAME_PRECISION_TARGET = 0.8
 
 
