@@ -18,7 +18,9 @@ CRF 35, downscale 50%, crop 10-20% of each dimension, letterbox bars (10-20% of 
 and below), grayscale, a logo and text overlay on every frame, horizontal flip, a 4 s excerpt
 (or half of a shorter item) from the middle, its start shifted by -0.5..0.5 s so that the 1/s
 sampling does not line up with the banked item's, 30 -> 15 fps, excerpt + downscale, and
-crop + CRF 35.
+crop + CRF 35. The edit parameters are seeded, but this FFmpeg's libx264 does not always write
+the same bytes twice for frames of some sizes (seen at widths that are not a multiple of 128,
+e.g. after a crop), so those queries can differ slightly from run to run.
 """
 
 from __future__ import annotations
