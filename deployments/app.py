@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import ray
-from ray import serve
 from ray.serve import Application
 
 from mediamatch.platform.settings import DeploymentSettings, Settings, load_settings
