@@ -7,12 +7,14 @@ signature is an ordinary binary hash: the binary (faiss) index, Hamming threshol
 values all work unchanged.
 
 Shingles are character 5-grams of `normalize_text(text)` (case, punctuation, spacing and
-Unicode forms folded away first), the same for every text length. Measured on Debian
-documentation passages (benchmarks/eval_text.py --per-edit 150: 500 in the bank, threshold J ≳ 0.5): with
+Unicode forms folded away first), the same for every text length. Measured when the scheme
+was chosen, on an earlier draw of Debian documentation passages (benchmarks/eval_text.py
+--per-edit 150: 500 in the bank, threshold J ≳ 0.5): with
 3 % character typos, character 5-grams find 100 % of copies and word 3-grams 9 % (one typo
 breaks three word shingles out of a few dozen, but only five character shingles out of
 hundreds); unrelated passages still sit at J ≈ 0.02 (median) and no wrong pair came within the
-threshold. 4-grams catch a little more but bring wrong pairs closer (one false positive),
+threshold. 4-grams catch a little more but bring wrong pairs closer (one false positive then;
+none on the larger corpus the script reads now),
 7-grams lose typo recall. One scheme for every length matters: switching to word shingles
 for long texts and character shingles for short ones would make a short copy incomparable
 with its longer original. 512 bits estimate J more tightly but found no more (recall 0.92 vs
