@@ -126,7 +126,7 @@ def train_model(
             break
     weights, summary = ray.get(ref)
     queue.shutdown()
-    config = config.model_copy(update={"trained_on": ", ".join(sources), "training": summary})
+    config = config.model_copy(update={"trained_on": ", ".join(sources), "training": {**summary, "started_from": init}})
     descriptor = ImageDescriptor.from_bytes(config.model_dump_json(), weights)
     start = f", starting from {init}" if init else ""
     note = f"Trained on {len(pngs)} images from {', '.join(sources)}{start}; {summary['epochs']} epochs in {summary['seconds']:.0f} s."
@@ -136,8 +136,9 @@ def train_model(
 
 def calibrate_model(settings: Settings, version: str, holdout: str, eval_originals: int = 200, eval_distractors: int = 200,
                     seed: int = 0, progress: Progress | None = None) -> ModelRecord:
-    """Evaluate a recorded model on another held-out set and record it again with the threshold
-    that set calls for (the same weights: a threshold depends on what the banks hold)."""
+    """Evaluate a model (a version, "promoted" or "default") on another held-out set and record it
+    again with the thresholds that set calls for (the same weights: a threshold depends on what
+    the banks hold)."""
     descriptor = resolve_model(version, ObjectStore.from_settings(settings))
     originals, distractors = split([im for _, im in load_images(holdout, eval_originals + eval_distractors, seed=seed)],
                                    eval_originals, eval_distractors)

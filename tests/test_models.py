@@ -152,6 +152,6 @@ def test_training_job_records_an_evaluated_calibrated_model(ray_session, tmp_pat
 
     tuned = train_model(settings, [str(train_dir)], str(holdout), TINY, TrainSettings(epochs=1, batch_size=8, workers=0, koleo=1.0),
                         eval_originals=4, eval_distractors=4, init="promoted")
-    assert tuned.version == "m00000002" and tuned.config.training["fine_tuned"]
+    assert tuned.version == "m00000002" and tuned.config.training["fine_tuned"] and tuned.config.training["started_from"] == "promoted"
     calibrated = run("calibrate", "default", "--holdout", str(holdout), "--eval-originals", "4", "--eval-distractors", "4")
     assert calibrated.exit_code == 0 and "m00000003" in calibrated.output
