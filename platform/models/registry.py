@@ -121,7 +121,7 @@ def resolve_source(source: str, store: ObjectStore | None) -> str | Path:
         return version or default_model_dir()
     if source == "default":
         return default_model_dir()
-    if source.startswith("m") and source[1:].isdigit():
+    if _is_version(source):
         if store is None:
             raise InvalidInput(f"model version {source} needs an object store")
         return source
