@@ -72,15 +72,14 @@ def _thumbnails(batch):
 
 @ray.remote(max_retries=0)
 def _train_task(pngs: list[bytes], config: DescriptorConfig, settings: TrainSettings, queue: Queue, threads: int,
-                initial: bytes | None) -> tuple[bytes, dict]:
+                initial: dict | None) -> tuple[bytes, dict]:
     import torch
     from PIL import Image
 
     torch.set_num_threads(threads)  # Ray starts workers with one thread for torch, whatever the task asked for
 
     images = [Image.open(io.BytesIO(p)).convert("RGB") for p in pngs]
-    state = torch.load(io.BytesIO(initial), map_location="cpu", weights_only=True) if initial else None
-    descriptor, summary = train(images, config, settings, lambda f, m: queue.put_nowait((f, m)), state)
+    descriptor, summary = train(images, config, settings, lambda f, m: queue.put_nowait((f, m)), initial)
     return descriptor.weights_bytes(), summary
 
 
@@ -104,7 +103,7 @@ def train_model(
     if init is not None:
         start = resolve_model(init, ObjectStore.from_settings(settings))
         config = DescriptorConfig(**start.config.model_dump(include=ARCHITECTURE))
-        initial = start.weights_bytes()
+        initial = {k: v.cpu() for k, v in start.model.state_dict().items()}  # to a task on any node
     report(0.0, f"reading images under {len(sources)} sources")
     pngs = read_training_images(sources, limit)
     held_out = load_images(holdout, eval_originals + eval_distractors, seed=train_settings.seed)
