@@ -128,39 +128,69 @@ def test_subject_matches_across_sampling_rates(sibling_hashes):
     assert is_match(*match(query, banked))
 
 
-# What the service's video signals find together, at its sampling (1 frame a second) and served
-# thresholds, with the packaged descriptor: vpdq joins the chair family; video_embedding (frames
-# within the model's frame threshold, aligned in time) also joins the HD pattern original, its
-# longer cut and its SD copies with bars, which vpdq scores 0%. Still missed by both: the
-# large-logo derivatives and the chair-19 cut (see docs/eval.md).
-SERVICE_FAMILIES = [
-    ["chair-20-sd-bar", "chair-22-sd-grey-bar", "chair-22-sd-sepia-bar", "chair-22-with-small-logo-bar", "chair-orig-22-sd-bar"],
-    ["pattern-hd-no-bar", "pattern-longer-no-bar", "pattern-sd-grey-bar", "pattern-sd-with-small-logo-bar"],
-]
+# What the service's video signals find together, at its sampling (1 frame a second banked, 3 a
+# second for a query) and served thresholds, with the packaged descriptor: every derivative of
+# one subject matches each of its siblings, and no two subjects match. vpdq (the reference's
+# rule) joins only part of the chair family; video_embedding's grayscale frames and their corner
+# regions, aligned in time, join the rest: the large-logo derivatives (a clean corner), the
+# chair-19 cut, the HD pattern original with its SD copies with bars, and the sepia copy.
+FAMILIES = {
+    "chair": ["chair-19-sd-bar", "chair-20-sd-bar", "chair-22-sd-grey-bar", "chair-22-sd-sepia-bar",
+              "chair-22-with-large-logo-bar", "chair-22-with-small-logo-bar", "chair-orig-22-sd-bar"],
+    "pattern": ["pattern-hd-no-bar", "pattern-longer-no-bar", "pattern-sd-grey-bar", "pattern-sd-with-large-logo-bar",
+                "pattern-sd-with-small-logo-bar"],
+}
 
 
-def test_service_video_signals_join_derivatives_and_keep_subjects_apart():
+@pytest.fixture(scope="module")
+def service_values():
+    """Every sample video's values as the service computes them: (banked, as a query)."""
     from mediamatch.platform.models.registry import default_model_dir, load_from_dir
     from mediamatch.platform.signals.image_embedding import ImageEmbedding
     from mediamatch.platform.signals.video_embedding import VideoEmbedding
 
     types = [VPDQ(), VideoEmbedding(ImageEmbedding(load_from_dir(default_model_dir())))]
     limits = LimitSettings(max_upload_bytes=10**9)
-    names = sorted(p.stem for p in VIDEOS.glob("*.mp4"))
-    values = {n: {t.name: t.compute((VIDEOS / f"{n}.mp4").read_bytes(), limits).value for t in types} for n in names}
+    values = {}
+    for path in sorted(VIDEOS.glob("*.mp4")):
+        data = path.read_bytes()
+        values[path.stem] = {t.name: (t.compute(data, limits).value, t.compute_query(data, limits).value) for t in types}
+    return types, values
+
+
+def test_service_video_signals_join_every_derivative_and_keep_subjects_apart(service_values):
+    types, values = service_values
 
     def found_by(query: str, banked: str) -> set[str]:
-        return {t.name for t in types if t.distance(values[query][t.name], values[banked][t.name]) <= t.default_threshold}
+        return {t.name for t in types if t.distance(values[query][t.name][1], values[banked][t.name][0]) <= t.default_threshold}
 
+    names = sorted(values)
     for query in names:
         for banked in names:
             if query.split("-")[0] != banked.split("-")[0]:
                 assert not found_by(query, banked), (query, banked)
-    for family in SERVICE_FAMILIES:
+    for family in FAMILIES.values():
         for query in family:
             for banked in family:
                 assert found_by(query, banked), (query, banked)
-    assert found_by("pattern-hd-no-bar", "pattern-sd-grey-bar") == {"video_embedding"}  # what the frame threshold adds
+    assert found_by("chair-22-with-large-logo-bar", "chair-orig-22-sd-bar") == {"video_embedding"}  # a corner region
+    assert found_by("pattern-hd-no-bar", "pattern-sd-grey-bar") == {"video_embedding"}
+
+
+def test_video_embedding_rows_are_regions_and_flat_regions_match_nothing(service_values):
+    from mediamatch.platform.signals.video_embedding import REGIONS
+
+    types, values = service_values
+    embedding = types[1]
+    banked, query = values["chair-orig-22-sd-bar"]["video_embedding"]
+    (vectors, times), (_, query_times) = embedding.frames(banked), embedding.frames(query)
+    assert vectors.shape == (len(times), REGIONS, 256)
+    assert len(query_times) >= 2.5 * len(times)  # a query is sampled three times as densely
+    rows, owner, row_times = embedding.rows([banked])
+    assert len(rows) == len(owner) == len(row_times) == REGIONS * len(times)
+    black = embedding.serialize(np.zeros((2 * REGIONS, 256), np.float32), np.array([0.0, 1.0], np.float32))
+    assert embedding.distance(black, black) == 1.0  # a black video matches nothing, not even itself
+    assert embedding.distance(query, banked) == 0.0
 
 
 # ---------------------------------------------------------------- matching rules
