@@ -35,6 +35,10 @@ def test_video_copies_match_by_vpdq_and_md5(service):
     (hit,) = [m for m in logo["matches"] if m["signal_type"] == "vpdq"]
     assert hit["labels"] == ["test-video"] and "md5" not in {m["signal_type"] for m in logo["matches"]}
     assert hit["distance"] <= hit["threshold"] == 20 and hit["score"] >= 0.8
+    large = upload(service, "/v1/match", (VIDEOS / "pattern-sd-with-large-logo-bar.mp4").read_bytes(), "large.mp4", banks="videos")
+    (hit,) = large["matches"]  # vpdq misses it (most frames move > 31 bits); a clean corner of each frame does not
+    assert (hit["entry_id"], hit["signal_type"]) == (entry["entry_id"], "video_embedding")
+    assert hit["distance"] <= hit["threshold"] == 0.5 and hit["score"] == pytest.approx(1 - hit["distance"])
     other = upload(service, "/v1/match", (VIDEOS / "test-padded-dimensions.mp4").read_bytes(), "other.mp4", banks="videos")
     assert other["matches"] == []
     assert other["content_type"] == "video"

@@ -191,6 +191,7 @@ def test_video_embedding_rows_are_regions_and_flat_regions_match_nothing(service
     black = embedding.serialize(np.zeros((2 * REGIONS, 256), np.float32), np.array([0.0, 1.0], np.float32))
     assert embedding.distance(black, black) == 1.0  # a black video matches nothing, not even itself
     assert embedding.distance(query, banked) == 0.0
+    assert embedding.score(0.0) == 1.0 and embedding.score(0.25) == 0.75 and embedding.score(1.0) == 0.0  # ranks partial matches
 
 
 # ---------------------------------------------------------------- matching rules

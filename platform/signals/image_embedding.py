@@ -72,4 +72,9 @@ class ImageEmbedding(FloatVectorSignal):
 
     def compute_batch(self, contents: Sequence[bytes | str], limits: LimitSettings = LimitSettings()) -> list[Signal]:
         images = [open_image(c if isinstance(c, bytes) else c.encode(), limits.max_image_pixels) for c in contents]
-        return [Signal(v.tolist()) for v in self.descriptor.embed(images)]
+        return [Signal(v.tolist()) for v in self.descriptor.embed([self.view(im) for im in images])]
+
+    @staticmethod
+    def view(image):
+        """What of a decoded image the model sees (all of it, in colour)."""
+        return image

@@ -33,7 +33,6 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InvalidInput, UnsupportedMedia
-from ..media import open_image
 from ..settings import LimitSettings
 from .base import BagSignal, RowHits, Signal
 from .image_embedding import ImageEmbedding
@@ -158,6 +157,10 @@ class VideoEmbedding(BagSignal):
             out[entry] = 1.0 - min(1.0, best / max(1, min(query_frames, banked_frames)))
         return out
 
+    def score(self, distance: float) -> float:
+        """The share of the shorter video's frames aligned."""
+        return min(1.0, max(0.0, 1.0 - distance))
+
     def distance(self, a: str, b: str) -> float:
         """a: the query's value (either form), b: the banked one's."""
         (rows_a, _, ta), (rows_b, _, tb) = self.rows([a]), self.rows([b])
@@ -170,6 +173,6 @@ class FrameView(ImageEmbedding):
     """A photo as video_embedding sees a whole frame (grayscale): what a model's frame threshold
     is calibrated on (`indexing/train.py`). Its distances are image_embedding's cosine distances."""
 
-    def compute_batch(self, contents: Sequence[bytes | str], limits: LimitSettings = LimitSettings()) -> list[Signal]:
-        images = [open_image(c if isinstance(c, bytes) else c.encode(), limits.max_image_pixels) for c in contents]
-        return [Signal(v.tolist()) for v in self.descriptor.embed([frame_views(im)[0] for im in images])]
+    @staticmethod
+    def view(image):
+        return frame_views(image)[0]
