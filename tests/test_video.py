@@ -1,5 +1,6 @@
-"""vPDQ: frame sampling and hashes against the reference files, matching on the sample videos, limits."""
+"""Video: vPDQ frame sampling and hashes against the reference files, both video signals on the sample videos, limits."""
 
+import base64
 import io
 import wave
 
@@ -191,6 +192,10 @@ def test_video_embedding_rows_are_regions_and_flat_regions_match_nothing(service
     black = embedding.serialize(np.zeros((2 * REGIONS, 256), np.float32), np.array([0.0, 1.0], np.float32))
     assert embedding.distance(black, black) == 1.0  # a black video matches nothing, not even itself
     assert embedding.distance(query, banked) == 0.0
+    v1 = "ve1:2:" + base64.b64encode(vectors[:2, 0].astype("<f2").tobytes()).decode() + ":" + base64.b64encode(times[:2].tobytes()).decode()
+    assert embedding.rows([v1])[0].shape == (2 * REGIONS, 256)  # an earlier version's stored value still reads
+    with pytest.raises(InvalidInput, match="ve2"):
+        embedding.parse(v1)  # but a client sends the current form
     assert embedding.score(0.0) == 1.0 and embedding.score(0.25) == 0.75 and embedding.score(1.0) == 0.0  # ranks partial matches
 
 

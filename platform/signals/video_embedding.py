@@ -10,7 +10,7 @@ laid over part of every frame leaves a corner untouched, and that corner still m
 region too flat to identify anything (luminance deviation under MIN_DETAIL: a black frame, a
 blank wall) gets a zero vector, which is no nearer than 1.0 to anything: it never matches.
 
-In the index every row is a row (its vector, and its frame's time). A query's rows are
+In the index every view is a row (its vector, and its frame's time). A query's rows are
 searched within the frame threshold (any region of a query frame may meet any region of a
 banked frame: a crop of the frame is one of its regions); `aggregate` then asks, per banked
 video, how many of its frames are met by query frames that agree on one time offset (query
@@ -44,6 +44,7 @@ REGIONS = 5  # rows per frame: the whole frame, then its four overlapping corner
 MIN_DETAIL = 0.02  # luminance standard deviation (0-1) below which a region identifies nothing
 QUERY_OVERSAMPLING = 3  # a query's frames per banked frame
 _VALUE = re.compile(r"ve2:(\d+):([A-Za-z0-9+/]*={0,2}):([A-Za-z0-9+/]*={0,2})")
+_VALUE_V1 = re.compile(r"ve1:(\d+):([A-Za-z0-9+/]*={0,2}):([A-Za-z0-9+/]*={0,2})")  # whole colour frames only
 
 
 def frame_views(image: Image.Image) -> list[Image.Image]:
@@ -109,10 +110,14 @@ class VideoEmbedding(BagSignal):
         return f"ve2:{len(times)}:{pack(vectors.astype('<f2'))}:{pack(times.astype('<f4'))}"
 
     def frames(self, value: str) -> tuple[np.ndarray, np.ndarray]:
-        """(n x REGIONS x 256 float32 descriptors, n times) of a canonical value."""
-        match = _VALUE.fullmatch(value)
+        """(n x REGIONS x 256 float32 descriptors, n times) of a canonical value. A 've1' value
+        stored by an earlier version (a colour vector per frame, no regions) still reads, its
+        regions empty, so a store banked then keeps serving until a reindex recomputes it."""
+        match = _VALUE.fullmatch(value) or _VALUE_V1.fullmatch(value)
         n = int(match[1])
-        vectors = np.frombuffer(base64.b64decode(match[2]), dtype="<f2").astype(np.float32).reshape(n, REGIONS, self.dim)
+        vectors = np.frombuffer(base64.b64decode(match[2]), dtype="<f2").astype(np.float32).reshape(n, -1, self.dim)
+        if vectors.shape[1] < REGIONS:
+            vectors = np.concatenate([vectors, np.zeros((n, REGIONS - vectors.shape[1], self.dim), np.float32)], axis=1)
         return vectors, np.frombuffer(base64.b64decode(match[3]), dtype="<f4").astype(np.float32)
 
     def parse(self, value: Any) -> str:
