@@ -76,14 +76,20 @@ def sniff_content_type(data: bytes, filename: str = "") -> str:
 
 
 def av_content_type(data: bytes) -> str | None:
-    """"video" or "audio" when FFmpeg (PyAV) reads a container with such a stream, else None."""
+    """"video" or "audio" when FFmpeg (PyAV) reads a container with such a stream and decodes a
+    frame of it, else None. The frame is what counts: FFmpeg's weakest format guesses take a
+    single stray byte for a stream (b"\\x04" opens as 'ea_cdata' audio) that holds nothing."""
     import av
 
     try:
         with av.open(io.BytesIO(data)) as container:
             if container.streams.video and container.format.name not in _STILL_IMAGE_FORMATS:
-                return "video"
-            return "audio" if container.streams.audio else None
+                kind, stream = "video", container.streams.video[0]
+            elif container.streams.audio:
+                kind, stream = "audio", container.streams.audio[0]
+            else:
+                return None
+            return kind if next(container.decode(stream), None) is not None else None
     except (av.FFmpegError, ValueError, OSError):
         return None
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import CONFORMANCE
+from mediamatch.platform.media import sniff_content_type
 
 VIDEOS = CONFORMANCE / "tmk" / "sample-videos"
 
@@ -68,6 +69,12 @@ def test_bad_video_and_audio_get_precise_errors(service):
     assert broken.status_code == 422 and broken.json()["error"]["code"] == "unsupported_media"
     silence = service.call("POST", "/v1/hash", files={"file": ("x.wav", wav(np.zeros(8000 * 3)))}, data={"content_type": "audio"})
     assert silence.status_code == 200 and silence.json()["signals"].get("audio_fingerprint") is None
+
+
+def test_sniffing_takes_a_stream_only_when_a_frame_of_it_decodes():
+    assert sniff_content_type((VIDEOS / "chair-19-sd-bar.mp4").read_bytes()) == "video"
+    assert sniff_content_type(wav(np.zeros(8000))) == "audio"  # silence is audio all the same
+    assert sniff_content_type(b"\x04") == "text"  # FFmpeg opens this byte as 'ea_cdata' audio with no frame
 
 
 def wav(samples: np.ndarray, rate: int = 8000) -> bytes:
