@@ -67,6 +67,8 @@ def test_md5_and_text_exact():
     assert exact.compute("hello world").value != exact.compute("hello there world").value
     with pytest.raises(InvalidInput):
         exact.compute("   ")
+    nothing = exact.compute("?? -- !!")  # punctuation alone: no value, or it would equal every such text
+    assert nothing.value is None and "no letters or digits" in nothing.reason
 
 
 def test_text_embedding_prefers_paraphrase():

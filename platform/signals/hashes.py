@@ -65,5 +65,7 @@ class TextExact(ExactSignal):
     digest_chars = 64
 
     def compute(self, content: bytes | str, limits: LimitSettings = LimitSettings()) -> Signal:
-        text = decode_text(content, limits.max_text_chars)
-        return Signal(hashlib.sha256(normalize_text(text).encode()).hexdigest())
+        normalized = normalize_text(decode_text(content, limits.max_text_chars))
+        if not normalized:  # else every text of punctuation alone ("!!!", "?? --") would match every other
+            return Signal(None, reason="no letters or digits once punctuation is dropped: nothing to compare (md5 still matches the bytes)")
+        return Signal(hashlib.sha256(normalized.encode()).hexdigest())
