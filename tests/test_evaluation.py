@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import CONFORMANCE
 from mediamatch.platform.cli import cli
 from mediamatch.platform.evaluation import LocalMatcher, Material, Query, Ranking, evaluate, evaluate_material, make_queries, relative_score
-from mediamatch.platform.evaluation import audio, text, video
+from mediamatch.platform.evaluation import audio, photo, text, video
 from mediamatch.platform.evaluation.core import chosen_edits
 from mediamatch.platform.signals import get_signal_type
 from mediamatch.platform.signals.image_embedding import ImageEmbedding
@@ -112,6 +112,19 @@ def test_photo_evaluation_in_process(photos):
     assert set(summary["per_edit"]) == {"resize", "jpeg", "crop"}
     assert summary["per_edit"]["jpeg"]["pdq"]["micro_ap"] >= 0.9  # PDQ's home ground
     assert summary["counts"]["true_pairs"] == 18
+
+
+def test_photo_material_leaves_out_copies_under_the_suites_flips_and_turns(tmp_path, photos):
+    originals = photos[:3]
+    for i, im in enumerate(originals):
+        im.save(tmp_path / f"{i}.png")
+    originals[0].transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(tmp_path / "mirror.png")  # as a 'b' is a flipped 'd'
+    originals[1].transpose(Image.Transpose.ROTATE_90).save(tmp_path / "turned.png")
+    originals[2].save(tmp_path / "same.jpg", quality=90)  # other bytes, the same picture
+    kept = {name for name, _ in photo.load_images(str(tmp_path))}
+    for picture in ({"0.png", "mirror.png"}, {"1.png", "turned.png"}, {"2.png", "same.jpg"}):
+        assert len(kept & picture) == 1, (picture, kept)
+    assert len(kept) == 3
 
 
 def test_video_and_audio_material_split_seeded_halves(media):

@@ -36,13 +36,14 @@ def thumbnail(data: bytes, limits: LimitSettings = LimitSettings(), side: int = 
 def load_images(source: str, limit: int | None = None, seed: int = 0) -> list[tuple[str, Image.Image]]:
     """Decodable images of at least MIN_SIDE pixels a side under a folder or object-store prefix
     (name, image), in a seeded order. A copy of an earlier image (the same bytes, or a PDQ hash
-    within SAME_PICTURE bits) is skipped: a distractor must not be a copy of an original."""
+    within SAME_PICTURE bits of it or of its mirror images and quarter turns, which the suite's
+    flip and rotate edits make: a 'b' drawn flipped is a 'd') is skipped: a distractor must not
+    be a copy of an original."""
     from ..storage import ObjectStore, sha256_hex
 
     store = ObjectStore(source)
     keys = [k for k in store.list() if k.lower().endswith(IMAGE_SUFFIXES)]
     random.Random(seed).shuffle(keys)
-    pdq = get_signal_type("pdq")
     images, seen, hashes = [], set(), []
     for key in keys:
         if limit is not None and len(images) >= limit:
@@ -55,14 +56,27 @@ def load_images(source: str, limit: int | None = None, seed: int = 0) -> list[tu
             continue
         if min(image.size) < MIN_SIDE or digest in seen:
             continue
-        value = pdq.compute_image(image.copy()).value
-        if value is not None and any(pdq.distance(value, h) <= SAME_PICTURE for h in hashes):
+        variants = picture_hashes(image)
+        if closest(variants, hashes) <= SAME_PICTURE:
             continue
         seen.add(digest)
-        if value is not None:
-            hashes.append(value)
+        if variants[0] is not None:
+            hashes.append(variants[0])
         images.append((key, image))
     return images
+
+
+def picture_hashes(image: Image.Image) -> list[str | None]:
+    """PDQ of an image, then of its mirror images and quarter turns: what the suite's flip and
+    rotate edits make of it (None where too flat to hash)."""
+    pdq = get_signal_type("pdq")
+    return [pdq.compute_image(view).value for view in (image.copy(), *(image.transpose(t) for t in Image.Transpose))]
+
+
+def closest(variants: Sequence[str | None], hashes: Sequence[str]) -> float:
+    """PDQ bits between the nearest of an image's `picture_hashes` and the nearest of `hashes`."""
+    pdq = get_signal_type("pdq")
+    return min((pdq.distance(v, h) for v in variants if v is not None for h in hashes), default=float("inf"))
 
 
 def encode(image: Image.Image) -> bytes:
@@ -103,7 +117,7 @@ def load(sources: Sequence[str], originals: int, distractors: int, seed: int = 0
     random.Random(seed).shuffle(images)
     banked, never = split(images, originals, distractors)
     note = (f"Images under {', '.join(sources)} (at most {MAX_SIDE} px a side; smaller than {MIN_SIDE} px and copies of "
-            f"another image, the same bytes or PDQ within {SAME_PICTURE} bits, left out): {len(banked)} originals banked, "
+            f"another image, the same bytes or PDQ within {SAME_PICTURE} bits of it, its mirror images or quarter turns, left out): {len(banked)} originals banked, "
             f"{len(never)} distractors; every one under each edit of `models.edits.EVAL_EDITS`.")
     return material(banked, never, seed, edits, [note])
 
