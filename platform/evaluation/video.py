@@ -19,8 +19,10 @@ and below), grayscale, a logo and text overlay on every frame, horizontal flip, 
 (or half of a shorter item) from the middle, its start shifted by -0.5..0.5 s so that the 1/s
 sampling does not line up with the banked item's, 30 -> 15 fps, excerpt + downscale, and
 crop + CRF 35. The edit parameters are seeded, but this FFmpeg's libx264 does not always write
-the same bytes twice for frames of some sizes (seen at widths that are not a multiple of 128,
-e.g. after a crop), so those queries can differ slightly from run to run.
+the same bytes twice (seen after crops, and after a flip of the 1280x720 pattern-hd: its
+decoded frames and their yuv420p conversion are identical from run to run, the encoder's
+output is not, even with one x264 thread), so those queries can differ slightly from run to
+run, and a copy near a threshold can fall either side of it.
 """
 
 from __future__ import annotations
