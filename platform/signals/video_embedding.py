@@ -43,8 +43,8 @@ MAX_FRAMES = 20_000
 REGIONS = 5  # rows per frame: the whole frame, then its four overlapping corners
 MIN_DETAIL = 0.02  # luminance standard deviation (0-1) below which a region identifies nothing
 QUERY_OVERSAMPLING = 3  # a query's frames per banked frame
-_VALUE = re.compile(r"ve2:(\d+):([A-Za-z0-9+/]*={0,2}):([A-Za-z0-9+/]*={0,2})")
-_VALUE_V1 = re.compile(r"ve1:(\d+):([A-Za-z0-9+/]*={0,2}):([A-Za-z0-9+/]*={0,2})")  # whole colour frames only
+# 've2' is the current form; 've1' (an earlier version's: whole colour frames only) still reads from a store
+_VALUE = re.compile(r"ve(?P<version>[12]):(?P<n>\d+):(?P<vectors>[A-Za-z0-9+/]*={0,2}):(?P<times>[A-Za-z0-9+/]*={0,2})")
 
 
 def frame_views(image: Image.Image) -> list[Image.Image]:
@@ -113,21 +113,20 @@ class VideoEmbedding(BagSignal):
         """(n x REGIONS x 256 float32 descriptors, n times) of a canonical value. A 've1' value
         stored by an earlier version (a colour vector per frame, no regions) still reads, its
         regions empty, so a store banked then keeps serving until a reindex recomputes it."""
-        match = _VALUE.fullmatch(value) or _VALUE_V1.fullmatch(value)
-        n = int(match[1])
-        vectors = np.frombuffer(base64.b64decode(match[2]), dtype="<f2").astype(np.float32).reshape(n, -1, self.dim)
-        if vectors.shape[1] < REGIONS:
-            vectors = np.concatenate([vectors, np.zeros((n, REGIONS - vectors.shape[1], self.dim), np.float32)], axis=1)
-        return vectors, np.frombuffer(base64.b64decode(match[3]), dtype="<f4").astype(np.float32)
+        match = _VALUE.fullmatch(value)
+        n = int(match["n"])
+        vectors = np.frombuffer(base64.b64decode(match["vectors"]), dtype="<f2").astype(np.float32).reshape(n, -1, self.dim)
+        vectors = np.pad(vectors, ((0, 0), (0, REGIONS - vectors.shape[1]), (0, 0)))  # a 've1' value's regions: zero
+        return vectors, np.frombuffer(base64.b64decode(match["times"]), dtype="<f4").astype(np.float32)
 
     def parse(self, value: Any) -> str:
         match = _VALUE.fullmatch(value) if isinstance(value, str) else None
-        if match is None:
+        if match is None or match["version"] != "2":
             raise InvalidInput(f"{self.name} must be 've2:<n>:<base64 float16 n x {REGIONS} x {self.dim}>:<base64 float32 n times>'")
-        n = int(match[1])
+        n = int(match["n"])
         if not 0 < n <= MAX_FRAMES:
             raise InvalidInput(f"{self.name} must hold 1 to {MAX_FRAMES} frames, not {n}")
-        vectors, times = (base64.b64decode(match[2]), base64.b64decode(match[3]))
+        vectors, times = (base64.b64decode(match["vectors"]), base64.b64decode(match["times"]))
         if len(vectors) != n * REGIONS * self.dim * 2 or len(times) != n * 4:
             raise InvalidInput(f"{self.name} says {n} frames but holds {len(vectors) // (2 * REGIONS * self.dim)} frames' "
                                f"descriptors ({REGIONS} each) and {len(times) // 4} times")
