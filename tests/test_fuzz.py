@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from pydantic import ValidationError
 
-from mediamatch.deployments.ingress import EITHER_MODELS
+from mediamatch.deployments.http import EITHER_MODELS
 from mediamatch.platform.errors import InvalidInput
 from mediamatch.platform.media import decode_text, open_image, sniff_content_type
 from mediamatch.platform.signals import SIGNAL_TYPES

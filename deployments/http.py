@@ -1,0 +1,189 @@
+"""What every router of the HTTP surface shares: errors in the API's shape, request metrics,
+bodies that are multipart or JSON, the OpenAPI document, and the `IngressDep` dependency that
+hands a route the replica's `Ingress` (its settings, catalog, auth and handles)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Annotated, Any
+
+import ray
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mediamatch.platform.errors import InvalidInput, MediamatchError, NotReady, TooLarge, UnsupportedContentType
+from mediamatch.platform.media import CONTENT_TYPES
+
+from . import metrics
+from .models import EntryJSON, ErrorBody, HashJSON, MatchJSON, ReindexRequest
+
+log = logging.getLogger("ray.serve")
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 415, 422, 503)}
+
+
+# -- the replica's ingress, for the routes ----------------------------------------------------------
+# Each Serve replica is its own process holding one Ingress, and the routes are plain functions of
+# importable modules (pickled by reference), so a module global is that replica's instance.
+_ingress: Any = None
+
+
+def serve_routes_with(ingress: Any) -> None:
+    global _ingress
+    _ingress = ingress
+
+
+def current_ingress() -> Any:
+    if _ingress is None:
+        raise NotReady("the ingress is still starting")
+    return _ingress
+
+
+IngressDep = Annotated[Any, Depends(current_ingress)]
+
+
+# -- errors in the API's shape --------------------------------------------------------------------
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def validation_response(errors: list[dict]) -> JSONResponse:
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        return error_response(400, "malformed_request", f"the body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}")
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    return error_response(422, "invalid_request", f"{where + ': ' if where else ''}{first['msg']}")
+
+
+async def _mediamatch_error(request: Request, exc: MediamatchError) -> JSONResponse:
+    response = error_response(exc.status, exc.code, str(exc))
+    if getattr(exc, "retry_after", None):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return validation_response(exc.errors())
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+
+async def _replica_lost(request: Request, exc: Exception) -> JSONResponse:
+    """A replica died under this request: Serve is replacing it, so the caller should retry."""
+    log.warning("a replica died under %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    response = error_response(503, "unavailable", "a part of the service restarted while answering; retry the request")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal", f"internal error ({type(exc).__name__}); it has been logged")
+
+
+async def _measure(request: Request, call_next):
+    started = time.perf_counter()
+    response = await call_next(request)
+    route = request.scope.get("route")
+    metrics.observe_request(getattr(route, "path", "unmatched"), request.method, response.status_code, time.perf_counter() - started)
+    return response
+
+
+def install(app: FastAPI) -> None:
+    """The error handlers, the request metrics and the OpenAPI document of `app`."""
+    app.add_exception_handler(MediamatchError, _mediamatch_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ray.exceptions.RayActorError, _replica_lost)
+    app.add_exception_handler(Exception, _unexpected)
+    app.middleware("http")(_measure)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            _, defs = models_json_schema([(m, "validation") for m in EITHER_MODELS], ref_template="#/components/schemas/{model}")
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+# -- request bodies that may be multipart or JSON -------------------------------------------------
+FORM_FIELDS = {
+    "file": {"type": "string", "format": "binary"},
+    "content_type": {"type": "string", "enum": list(CONTENT_TYPES)},
+    "metadata": {"type": "string", "description": "a JSON object"},
+    "banks": {"type": "string", "description": "comma-separated bank names"},
+    "signal_types": {"type": "string", "description": "comma-separated signal type names"},
+}
+
+EITHER_MODELS = (EntryJSON, HashJSON, MatchJSON, ReindexRequest)
+
+
+def either_body(model: type[BaseModel], fields: tuple[str, ...]) -> dict:
+    """OpenAPI for a body that is multipart (a `file` part and form fields) or JSON (`model`)."""
+    form = {"type": "object", "required": ["file"], "properties": {f: FORM_FIELDS[f] for f in fields}}
+    json_schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": form}, "application/json": {"schema": json_schema}}}}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing more than `limit` bytes (whether or not Content-Length says so)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"the body is {declared} bytes, over the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # Starlette's cache: form() parses these bytes instead of the spent stream
+    return body
+
+
+class Upload(BaseModel):
+    data: bytes
+    filename: str
+    fields: dict[str, str]
+
+
+async def read_request(request: Request, model: type[BaseModel] | None, limit: int, optional: bool = False) -> Upload | BaseModel | None:
+    """A multipart upload (`file` part + fields) or a JSON body validated by `model`."""
+    body = await read_body(request, limit)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=16) as form:
+            file = form.get("file")
+            if not isinstance(file, UploadFile):
+                raise InvalidInput("the multipart body needs a part named 'file' holding the media")
+            data = await file.read()
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            return Upload(data=data, filename=file.filename or "", fields=fields)
+    if not body.strip() and optional:
+        return None
+    if ctype not in ("application/json", ""):
+        raise UnsupportedContentType(f"send application/json or multipart/form-data, not {ctype!r}")
+    if model is None:
+        raise UnsupportedContentType("this endpoint takes a multipart upload")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+
+
+def csv_field(fields: dict[str, str], name: str) -> list[str] | None:
+    value = fields.get(name)
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None

@@ -1,0 +1,1 @@
+"""The HTTP surface, one router per part of the contract (../shared/API.md); the ingress mounts them."""

@@ -1,0 +1,62 @@
+"""Index operations (admin): reindex jobs and their progress, the served versions, rollback."""
+
+from __future__ import annotations
+
+import ray
+from fastapi import APIRouter, Request
+
+from mediamatch.indexing import jobs
+from mediamatch.platform.signals import get_signal_type
+from mediamatch.platform.versions import IndexVersions
+
+from ..http import IngressDep, either_body, read_request
+from ..models import ReindexAccepted, ReindexRequest, RollbackRequest
+
+router = APIRouter(tags=["indexes"])
+
+
+@router.post("/v1/reindex", status_code=202, openapi_extra=either_body(ReindexRequest, ()))
+async def reindex(request: Request, ingress: IngressDep) -> ReindexAccepted:
+    ingress.principal(request).require("admin")
+    body = await read_request(request, ReindexRequest, 1 << 16, optional=True)
+    names = body.signal_types if isinstance(body, ReindexRequest) else None
+    for name in names or ():
+        get_signal_type(name)
+    status, ref = await ingress.run(jobs.submit, ingress.settings, names)
+    ingress.jobs[status.job_id] = ref
+    return ReindexAccepted(job_id=status.job_id)
+
+
+@router.get("/v1/reindex/{job_id}")
+async def reindex_status(request: Request, job_id: str, ingress: IngressDep) -> jobs.JobStatus:
+    ingress.principal(request).require("admin")
+    status = await ingress.run(jobs.read_status, ingress.store, job_id)
+    ref = ingress.jobs.get(job_id)
+    if status.state in ("pending", "running") and ref is not None and ray.wait([ref], timeout=0)[0]:
+        try:
+            ray.get(ref)
+        except Exception as exc:  # the task died without recording it (its worker crashed)
+            status = status.model_copy(update={"state": "failed", "error": f"the job's task died: {exc}"})
+            await ingress.run(jobs.write_status, ingress.store, status)
+        else:
+            status = await ingress.run(jobs.read_status, ingress.store, job_id)
+    return status
+
+
+@router.get("/v1/indexes")
+async def indexes(request: Request, ingress: IngressDep) -> dict[str, dict]:
+    ingress.principal(request).require("admin")
+    live = await ingress.searcher_statuses()
+    out = {}
+    for name in ingress.searchers:
+        published = await ingress.run(IndexVersions(ingress.store, name).status)
+        out[name] = {**published, "serving": live[name]["version"], "live_delta": live[name]["live_delta"]}
+    return out
+
+
+@router.post("/v1/indexes/{signal_type}/rollback")
+async def rollback(request: Request, signal_type: str, body: RollbackRequest, ingress: IngressDep) -> dict:
+    ingress.principal(request).require("admin")
+    versions = IndexVersions(ingress.store, get_signal_type(signal_type).name)
+    await ingress.run(versions.rollback, body.version)
+    return await ingress.run(versions.status)

@@ -1,0 +1,138 @@
+"""Hashing and matching: the signals of an item, and every banked entry it matches."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from mediamatch.platform.errors import InvalidInput, NotFound
+from mediamatch.platform.signals import SignalType, get_signal_type
+
+from .. import metrics
+from ..http import IngressDep, Upload, csv_field, either_body, read_request
+from ..models import HashJSON, HashResult, Match, MatchJSON, MatchResult, PostPart, SignalTypeOut
+
+router = APIRouter(tags=["matching"])
+
+
+@router.get("/v1/signal-types")
+async def signal_types(request: Request, ingress: IngressDep) -> dict[str, list[SignalTypeOut]]:
+    ingress.principal(request)
+    return {
+        "signal_types": [
+            SignalTypeOut(name=s.name, content_types=sorted(s.content_types), index_kind=s.index_kind, unit=s.unit,
+                          default_threshold=s.default_threshold, threshold=ingress.threshold(s))
+            for s in ingress.served
+        ]
+    }
+
+
+@router.post("/v1/hash", openapi_extra=either_body(HashJSON, ("file", "content_type")))
+async def hash(request: Request, ingress: IngressDep) -> HashResult:
+    ingress.principal(request).require_reader()
+    body = await read_request(request, HashJSON, ingress.settings.limits.max_upload_bytes)
+    content, content_type = ingress.item_of(body)
+    signals = await ingress.compute(content, content_type, ingress.wanted_types(content_type, None))
+    return HashResult(
+        content_type=content_type,
+        signals={n: s.value for n, s in signals.items() if s.value is not None},
+        quality={n: s.quality for n, s in signals.items() if s.quality is not None},
+    )
+
+
+@router.post("/v1/match", openapi_extra=either_body(MatchJSON, ("file", "content_type", "banks", "signal_types")))
+async def match(request: Request, ingress: IngressDep) -> MatchResult:
+    started = time.perf_counter()
+    who = ingress.principal(request)
+    who.require("match")
+    body = await read_request(request, MatchJSON, ingress.settings.limits.max_upload_bytes)
+    if isinstance(body, Upload):
+        banks, requested = csv_field(body.fields, "banks"), csv_field(body.fields, "signal_types")
+        parts = [(None, *ingress.item_of(body), None)]
+    else:
+        banks, requested = body.banks, body.signal_types
+        parts = parts_of(ingress, body)
+    named, banks = banks, who.scope(banks)  # only granted banks are searched
+    seq = await ingress.run(ingress.follow_catalog)  # searchers apply at least this much of the catalog
+    unknown = [bank for bank in named or () if bank not in ingress.catalog.banks]
+    if unknown:
+        raise NotFound(f"no bank named {unknown[0]!r}")
+    results = await asyncio.gather(*(match_part(ingress, name, content, ctype, raw, banks, requested, seq) for name, content, ctype, raw in parts))
+    signals, matches, versions = {}, [], {}
+    for part_signals, part_matches, part_versions in results:
+        signals.update(part_signals)
+        matches += part_matches
+        versions.update(part_versions)
+    matches.sort(key=lambda m: (-m.score, m.distance))
+    for m in matches:
+        metrics.MATCHES.labels(m.signal_type).inc()
+    is_post = not isinstance(body, Upload) and body.post is not None
+    verdict = {"matched": bool(matches), "parts": sorted({m.part for m in matches if m.part})} if is_post else None
+    content_type = "post" if is_post else parts[0][2]
+    return MatchResult(content_type=content_type, signals=signals, matches=matches, index_versions=versions,
+                       took_ms=round((time.perf_counter() - started) * 1000, 2), verdict=verdict)
+
+
+def parts_of(ingress, body: MatchJSON) -> list[tuple[str | None, str | None, str, dict | None]]:
+    """(part name, content, content type, raw signals) of each thing to match."""
+    if body.text is not None:
+        return [(None, body.text, "text", None)]
+    if body.signals is not None:
+        content_type, signals = ingress.parse_signals(body.signals, body.content_type)
+        return [(None, None, content_type, signals)]
+    post = body.post
+    parts: list[PostPart] = ([PostPart(name="text", text=post.text)] if post.text is not None else []) + post.parts
+    if not parts:
+        raise InvalidInput("a post needs 'text' or at least one part")
+    out = []
+    for i, part in enumerate(parts):
+        name = part.name or f"parts[{i - (post.text is not None)}]"
+        if part.text is not None:
+            out.append((name, part.text, "text", None))
+        else:
+            out.append((name, None, *ingress.parse_signals(part.signals, part.content_type)))
+    return out
+
+
+async def match_part(ingress, part, content, content_type, raw, banks, requested, seq):
+    if raw is None:
+        computed = await ingress.compute(content, content_type, ingress.wanted_types(content_type, requested), query=True)
+        values = {n: s.value for n, s in computed.items() if s.value is not None}
+    else:
+        values = {n: v for n, v in raw.items() if not requested or n in requested}
+    searched = [(get_signal_type(n), v) for n, v in values.items() if n in ingress.searchers]
+    found = await asyncio.gather(*(search(ingress, st, v, banks, seq) for st, v in searched))
+    matches, versions = [], {}
+    for (signal_type, _), (version, hits) in zip(searched, found):
+        versions[signal_type.name] = version
+        matches += to_matches(ingress, signal_type, hits, part)
+    return values, matches, versions
+
+
+async def search(ingress, signal_type: SignalType, value: Any, banks: list[str] | None, seq: int):
+    """One signal value through every slot of its searchers; merged hits, nearest first."""
+    scope = banks if banks is not None else list(ingress.catalog.banks)
+    radius = max([ingress.threshold(signal_type, b) for b in scope], default=ingress.threshold(signal_type))
+    max_matches = ingress.settings.serve.max_matches
+    request = {"values": [value], "k": max_matches, "radius": radius, "banks": banks, "min_seq": seq}
+    started = time.perf_counter()
+    replies = await asyncio.gather(*(h.search.remote(request) for h in ingress.searchers[signal_type.name]))
+    metrics.SEARCH_SECONDS.labels(signal_type.name).observe(time.perf_counter() - started)
+    hits = sorted((h for r in replies for h in r["hits"][0]), key=lambda h: h[2])[:max_matches]
+    return replies[0]["version"], hits
+
+
+def to_matches(ingress, signal_type: SignalType, hits, part: str | None) -> list[Match]:
+    catalog, out = ingress.catalog, []
+    for entry_id, bank, distance in hits:
+        entry = catalog.entries.get(bank, {}).get(entry_id)
+        threshold = ingress.threshold(signal_type, bank)
+        if entry is None or distance > threshold:  # deleted since the searcher looked, or a stricter bank
+            continue
+        out.append(Match(bank=bank, entry_id=entry_id, signal_type=signal_type.name, distance=distance,
+                         score=round(signal_type.score(distance), 6), threshold=threshold,
+                         labels=catalog.banks.get(bank, {}).get("labels", []), metadata=entry.get("metadata", {}), part=part))
+    return out
