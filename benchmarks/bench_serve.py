@@ -1,12 +1,18 @@
 """Match latency and throughput: the Serve application vs a plain FastAPI + faiss server.
 
-    python benchmarks/bench_serve.py [--n 1000000] [--seconds 15] [--concurrency 1,8] [--json out.json]
+    python benchmarks/bench_serve.py [--n 1000000] [--seconds 15] [--concurrency 1,8]
+                                     [--modes proxy,haproxy,throughput,haproxy+throughput] [--json out.json]
 
-One run, one machine, the same data and the same client for both:
+One run, one machine, the same data and the same client for every server:
   0. bank N PDQ hashes (seeded random, plus the hashes of the real test photos so uploads
      match) in a catalog in a temp dir, and build + publish the index with the reindex job
      (a multi-hash index: exact within 31 bits). Untimed.
-  1. the service: `build_app` on a local Ray instance (pdq and md5 served), on loopback;
+  1. the service, once per data-plane mode (`--modes`), each in a child process of its own
+     (Serve reads its mode from the environment when Ray starts): `build_app` on a local Ray
+     instance (pdq and md5 served), on loopback. Modes: `proxy` (Serve's Python proxy actor,
+     handle calls over Ray), `haproxy` (RAY_SERVE_ENABLE_HA_PROXY=1: HAProxy in front of the
+     ingress replicas), `throughput` (RAY_SERVE_THROUGHPUT_OPTIMIZED=1: direct ingress, gRPC
+     between replicas) and both together;
   2. the baseline, after Ray is shut down: `plain_server.py` under uvicorn, one process,
      loading the same hashes into the same faiss index.
 For each server and request kind, closed-loop clients (threads, one HTTP session each) send
@@ -38,7 +44,8 @@ import requests
 import psutil  # after ray: the venv's psutil is the copy Ray ships
 
 from mediamatch.platform.catalog import Catalog, Entry
-from mediamatch.platform.settings import Settings
+from mediamatch.deployments.app import data_plane_env
+from mediamatch.platform.settings import DATA_PLANES, Settings
 from mediamatch.platform.signals import SIGNAL_TYPES
 from mediamatch.platform.storage import ObjectStore
 
@@ -169,16 +176,65 @@ def run_loads(url: str, workloads: dict, concurrencies: list[int], seconds: floa
     return out
 
 
+def serve_child(args) -> None:
+    """One data-plane mode's measurements (this process's environment carries the mode)."""
+    from ray import serve
+
+    from mediamatch.deployments.app import build_app
+
+    store = ObjectStore(args.store)
+    workloads = json.loads(Path(args.workloads).read_text())
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    settings = Settings(storage=store.uri, serve={"signal_types": ["pdq", "md5"]})
+    port = free_port()
+    results = {}
+    t0 = time.perf_counter()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(settings), name="mediamatch", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url, "/readyz")
+    results["start_seconds"] = round(time.perf_counter() - t0, 1)
+    results["rss_gib"] = tree_rss(os.getpid())
+    print(f"  {args.serve_child}: up in {results['start_seconds']} s, {results['rss_gib']} GiB (all Ray processes)", flush=True)
+    photos = [bytes.fromhex(p) for p in workloads["photo"]]
+    results["loads"] = run_loads(url, {"hash": workloads["hash"], "photo": photos}, args.concurrencies, args.seconds, args.serve_child)
+    serve.shutdown()
+    ray.shutdown()
+    Path(args.out).write_text(json.dumps(results))
+
+
+def run_mode(mode: str, workdir: str, store: ObjectStore, workloads_path: str, args) -> dict:
+    out = os.path.join(workdir, f"{mode}.json")
+    env = {**os.environ, **data_plane_env(mode)}
+    subprocess.run(
+        [sys.executable, __file__, "--serve-child", mode, "--store", store.root, "--workloads", workloads_path, "--out", out,
+         "--seconds", str(args.seconds), "--concurrency", args.concurrency],
+        env=env, check=True,
+    )
+    return json.loads(Path(out).read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--concurrency", default="1,8")
+    parser.add_argument("--modes", default=",".join(DATA_PLANES), help=f"data-plane modes of the service to measure: {', '.join(DATA_PLANES)}")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--json")
+    parser.add_argument("--serve-child", help=argparse.SUPPRESS)
+    parser.add_argument("--store", help=argparse.SUPPRESS)
+    parser.add_argument("--workloads", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    args.concurrencies = [int(c) for c in args.concurrency.split(",")]
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    if args.serve_child:
+        return serve_child(args)
+    modes = [m for m in args.modes.split(",") if m]
+    for mode in modes:
+        if mode not in DATA_PLANES:
+            parser.error(f"unknown mode {mode!r}: choose from {', '.join(DATA_PLANES)}")
 
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as workdir:
         store = ObjectStore(os.path.join(workdir, "store"))
@@ -190,9 +246,6 @@ def main() -> None:
         ids, hashes = bank(store, args.n, [h for h in photo_hashes if h], args.seed)
         bank_seconds = time.perf_counter() - t0
 
-        from ray import serve
-
-        from mediamatch.deployments.app import build_app
         from mediamatch.indexing.reindex import reindex
 
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -201,22 +254,13 @@ def main() -> None:
         t0 = time.perf_counter()
         manifest = reindex(settings, ["pdq", "md5"], store=store)["pdq"]
         print(f"index: {manifest.params.type}, {manifest.count:,} entries, built in {time.perf_counter() - t0:.1f} s", flush=True)
+        ray.shutdown()
 
         workloads = {"hash": hash_queries(hashes, 2000, args.seed), "photo": photos}
+        workloads_path = os.path.join(workdir, "workloads.json")
+        Path(workloads_path).write_text(json.dumps({"hash": workloads["hash"], "photo": [p.hex() for p in photos]}))
         results: dict = {"n": args.n, "seconds": args.seconds, "bank_seconds": round(bank_seconds, 1), "index": manifest.params.model_dump(exclude_none=True)}
-
-        port = free_port()
-        t0 = time.perf_counter()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(settings), name="mediamatch", route_prefix="/")
-        url = f"http://127.0.0.1:{port}"
-        wait_http(url, "/readyz")
-        results["serve_start_seconds"] = round(time.perf_counter() - t0, 1)
-        results["serve_rss_gib"] = tree_rss(os.getpid())
-        print(f"service up in {results['serve_start_seconds']} s, {results['serve_rss_gib']} GiB (all Ray processes)", flush=True)
-        results["serve"] = run_loads(url, workloads, concurrencies, args.seconds, "serve")
-        serve.shutdown()
-        ray.shutdown()
+        results["serve"] = {mode: run_mode(mode, workdir, store, workloads_path, args) for mode in modes}
 
         data = os.path.join(workdir, "plain.parquet")
         pq.write_table(pa.table({"entry_id": ids, "pdq": hashes}), data)
@@ -232,18 +276,21 @@ def main() -> None:
             results["plain_start_seconds"] = round(time.perf_counter() - t0, 1)
             results["plain_rss_gib"] = tree_rss(server.pid)
             print(f"plain server up in {results['plain_start_seconds']} s, {results['plain_rss_gib']} GiB", flush=True)
-            results["plain"] = run_loads(url, workloads, concurrencies, args.seconds, "plain")
+            results["plain"] = run_loads(url, workloads, args.concurrencies, args.seconds, "plain")
         finally:
             server.terminate()
             server.wait(timeout=30)
 
-    print("\n| request | concurrency | serve p50 / p99 ms | plain p50 / p99 ms | serve / plain rps | p50 ratio | rps ratio |")
-    print("|---|---|---|---|---|---|---|")
-    for key, s in results["serve"].items():
-        p = results["plain"][key]
-        kind, c = key.split("@")
-        print(f"| {kind} | {c} | {s['p50_ms']} / {s['p99_ms']} | {p['p50_ms']} / {p['p99_ms']} | {s['rps']} / {p['rps']} | "
-              f"{s['p50_ms'] / p['p50_ms']:.2f} | {s['rps'] / p['rps']:.2f} |")
+    print("\n| mode | request | clients | serve p50 / p99 ms | plain p50 / p99 ms | serve / plain req/s | p50 ratio | req/s ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for mode, served in results["serve"].items():
+        for key, s in served["loads"].items():
+            p = results["plain"][key]
+            kind, c = key.split("@")
+            print(f"| {mode} | {kind} | {c} | {s['p50_ms']} / {s['p99_ms']} | {p['p50_ms']} / {p['p99_ms']} | {s['rps']} / {p['rps']} | "
+                  f"{s['p50_ms'] / p['p50_ms']:.2f} | {s['rps'] / p['rps']:.2f} |")
+    for mode, served in results["serve"].items():
+        print(f"{mode}: start {served['start_seconds']} s, {served['rss_gib']} GiB; plain: start {results['plain_start_seconds']} s, {results['plain_rss_gib']} GiB")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -1,17 +1,23 @@
 """The match graph: Ingress -> signal deployments and every searcher slot, built from settings.
 
+The layout (`serve.layout`) decides how signal types share deployments: `compact` (the
+embedded default) runs one Embedder for every model and one Searcher per slot for every
+signal type; `per_signal_type` gives each its own, to scale each stage separately.
+
 `build_app(settings)` gives the Serve application; `app_builder` is the same for `serve run` /
 `serve deploy` (see `serve_config.yaml`), reading settings from env/YAML plus the config's args.
 """
 
 from __future__ import annotations
 
+import socket
+import tempfile
 from typing import Any
 
 import ray
 from ray.serve import Application
 
-from mediamatch.platform.settings import DeploymentSettings, Settings, load_settings
+from mediamatch.platform.settings import DATA_PLANES, DeploymentSettings, Settings, load_settings
 from mediamatch.platform.signals import SIGNAL_TYPES, get_signal_type
 
 from .ingress import Ingress
@@ -42,44 +48,81 @@ def deployment_options(config: DeploymentSettings, name: str, access_log: bool, 
     }
 
 
+def data_plane_env(mode: str) -> dict[str, str]:
+    """The environment a local Ray instance starts with for data plane `mode` (every flag of the
+    others off). HAProxy gets a folder and stats/metrics ports of its own, so that two
+    instances on one machine (a test session and a `mediamatch serve`) do not collide."""
+    flags = {name for env in DATA_PLANES.values() for name in env}
+    env = {name: "0" for name in flags} | DATA_PLANES[mode]
+    if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        # short: Serve puts the node's 56-character id below it, and a socket path has at most 97
+        folder = tempfile.mkdtemp(prefix="mmhap-", dir="/tmp")
+        env |= {
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{folder}/haproxy.cfg",
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{folder}/admin.sock",
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": folder,
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{folder}/server-state",
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{folder}/metrics.sock",
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        }
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def served_types(settings: Settings) -> list[str]:
     return [get_signal_type(n).name for n in (settings.serve.signal_types or list(SIGNAL_TYPES))]
 
 
-def searcher_name(signal_type: str, slot: int) -> str:
-    return f"Searcher-{signal_type}-{slot}"
+def stage_groups(settings: Settings) -> tuple[list[list[str]], list[list[str]]]:
+    """The signal types each embedder and each searcher deployment serves: all in one of each
+    (`compact`: fewest replicas, one search call per query), or one deployment per type
+    (`per_signal_type`: each scaled on its own, the shape of a cluster)."""
+    names = served_types(settings)
+    models = [n for n in names if SIGNAL_TYPES[n].needs_model]
+    if settings.serve.layout == "compact":
+        return ([models] if models else []), [names]
+    return [[n] for n in models], [[n] for n in names]
 
 
-def embedder_name(signal_type: str) -> str:
-    return f"Embedder-{signal_type}"
+def group_name(kind: str, types: list[str], settings: Settings) -> str:
+    """`Embedder` / `Searcher` for a compact layout's group, `Embedder-<type>` / `Searcher-<type>` for one type's."""
+    return kind if settings.serve.layout == "compact" else f"{kind}-{types[0]}"
+
+
+def searcher_name(group: str, slot: int) -> str:
+    return f"{group}-{slot}"
 
 
 def deployment_names(settings: Settings) -> list[str]:
     """Every deployment `build_app` makes, by the names a Serve config refers to them."""
-    names = served_types(settings)
+    embedders, searchers = stage_groups(settings)
     return (
         ["Ingress", "Hasher"]
-        + [embedder_name(n) for n in names if SIGNAL_TYPES[n].needs_model]
-        + [searcher_name(n, slot) for n in names for slot in range(settings.serve.search_slots)]
+        + [group_name("Embedder", g, settings) for g in embedders]
+        + [searcher_name(group_name("Searcher", g, settings), slot) for g in searchers for slot in range(settings.serve.search_slots)]
     )
 
 
 def build_app(settings: Settings) -> Application:
     serve_cfg, config = settings.serve, settings.model_dump(mode="json")
-    names = served_types(settings)
-    cheap = [n for n in names if not SIGNAL_TYPES[n].needs_model]
-    computers = {"hasher": SignalComputer.options(**deployment_options(serve_cfg.hasher, "Hasher", serve_cfg.access_log)).bind(config, cheap)}
-    for name in names:
-        if SIGNAL_TYPES[name].needs_model:
-            options = deployment_options(serve_cfg.embedder, embedder_name(name), serve_cfg.access_log, model=True)
-            computers[f"embed-{name}"] = SignalComputer.options(**options).bind(config, [name])
-    searchers = {
-        name: [
-            ShardSearcher.options(**deployment_options(serve_cfg.searcher, searcher_name(name, slot), serve_cfg.access_log)).bind(config, name, slot, serve_cfg.search_slots)
-            for slot in range(serve_cfg.search_slots)
-        ]
-        for name in names
-    }
+    embedders, searcher_groups = stage_groups(settings)
+    cheap = [n for n in served_types(settings) if not SIGNAL_TYPES[n].needs_model]
+    hasher = SignalComputer.options(**deployment_options(serve_cfg.hasher, "Hasher", serve_cfg.access_log)).bind(config, cheap)
+    computers = [[cheap, hasher]]
+    for group in embedders:
+        options = deployment_options(serve_cfg.embedder, group_name("Embedder", group, settings), serve_cfg.access_log, model=True)
+        computers.append([group, SignalComputer.options(**options).bind(config, group)])
+    searchers = []
+    for group in searcher_groups:
+        name, slots = group_name("Searcher", group, settings), serve_cfg.search_slots
+        options = [deployment_options(serve_cfg.searcher, searcher_name(name, slot), serve_cfg.access_log) for slot in range(slots)]
+        searchers.append([group, [ShardSearcher.options(**options[slot]).bind(config, group, slot, slots) for slot in range(slots)]])
     return Ingress.options(**deployment_options(serve_cfg.ingress, "Ingress", serve_cfg.access_log)).bind(config, computers, searchers)
 
 

@@ -45,7 +45,9 @@ UPLOADED_TYPES = [c for c in CONTENT_TYPES if c != "post"]
 @serve.deployment
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, settings: dict[str, Any], computers: dict[str, Any], searchers: dict[str, list[Any]]):
+    def __init__(self, settings: dict[str, Any], computers: list[list], searchers: list[list]):
+        """`computers`: [signal types, handle] of each signal deployment; `searchers`: [signal
+        types, one handle per slot] of each searcher group (see `app.stage_groups`)."""
         self.settings = Settings(**settings)
         configure_signal_types(self.settings)  # thresholds of model signals come with their model
         self.store = ObjectStore.from_settings(self.settings)
@@ -54,9 +56,10 @@ class Ingress:
         self.follow_catalog()  # load it now (a store that is down only delays readiness)
         self.auth = Authenticator(self.settings.tokens)
         self.limiter = RateLimiter()
-        self.computers = computers  # "hasher" / "embed-<signal type>" -> handle
-        self.searchers = searchers  # signal type -> one handle per slot
-        self.served = [get_signal_type(name) for name in searchers]
+        self.computers = {tuple(types): handle for types, handle in computers}
+        self.searchers = {tuple(types): handles for types, handles in searchers}
+        self.served = [get_signal_type(name) for types in self.searchers for name in types]
+        self.served_names = {s.name for s in self.served}
         self.jobs: dict[str, Any] = {}  # reindex job id -> its task's ObjectRef
         if self.auth.anonymous:
             log.warning("no tokens configured: every loopback client may do anything, others are refused")
@@ -98,8 +101,9 @@ class Ingress:
     async def compute(self, content: bytes | str, content_type: str, types: list[SignalType], query: bool = False) -> dict[str, Signal]:
         """The signals of one item (`query`: one to match), from the hasher and the model
         deployments in parallel."""
-        names = {"hasher" if not s.needs_model else f"embed-{s.name}" for s in types}
-        results = await asyncio.gather(*(self.computers[n].compute.remote((content, content_type, query)) for n in sorted(names)))
+        wanted = {s.name for s in types}
+        calls = [handle for group, handle in self.computers.items() if wanted.intersection(group)]
+        results = await asyncio.gather(*(handle.compute.remote((content, content_type, query)) for handle in calls))
         signals: dict[str, Signal] = {}
         for result in results:
             if isinstance(result, MediamatchError):
@@ -109,12 +113,11 @@ class Ingress:
 
     async def searcher_statuses(self) -> dict[str, dict]:
         """Per signal type: the version its slots serve, entries and live delta summed over slots."""
-        names = list(self.searchers)
-        results = await asyncio.gather(*(h.status.remote() for n in names for h in self.searchers[n]))
-        out, i = {}, 0
-        for name in names:
-            slots = results[i : i + len(self.searchers[name])]
-            i += len(slots)
+        handles = [h for group in self.searchers.values() for h in group]
+        replies = await asyncio.gather(*(h.status.remote() for h in handles))
+        out = {}
+        for name in (s.name for s in self.served):
+            slots = [reply[name] for reply in replies if name in reply]
             out[name] = {
                 "version": slots[0]["version"],
                 "count": sum(s["count"] for s in slots),

@@ -1,5 +1,9 @@
-"""`ShardSearcher`: one slot of one signal type's index (see `platform/live.py`), searched in
-batches across requests, kept current by a background thread."""
+"""`ShardSearcher`: one slot of the indexes of one or more signal types (see `platform/live.py`),
+searched in batches across requests, kept current by a background thread.
+
+Which signal types a searcher holds is the layout's choice (`serve.layout`): every type in one
+deployment (fewer replicas, one call per query for all of a photo's signals) or one deployment
+per type (each scaled on its own)."""
 
 from __future__ import annotations
 
@@ -18,80 +22,98 @@ from mediamatch.platform.storage import ObjectStore
 
 log = logging.getLogger("ray.serve")
 
+Search = dict[str, Any]  # signal_type, values (canonical), k, radius, banks (or None), min_seq
+
 
 @serve.deployment
 class ShardSearcher:
-    def __init__(self, settings: dict[str, Any], signal_type: str, slot: int, slots: int):
+    def __init__(self, settings: dict[str, Any], signal_types: list[str], slot: int, slots: int):
         self.settings = Settings(**settings)
-        self.signal_type = get_signal_type(signal_type)
+        self.types = {name: get_signal_type(name) for name in signal_types}
         self.slot, self.slots = slot, slots
-        self.live: LiveIndex | None = None
-        self.not_ready = "loading"
-        self._load()  # when the store is down, the replica starts anyway, not ready, and retries
+        self.live: dict[str, LiveIndex] = {}
+        self.not_ready: dict[str, str] = {name: "loading" for name in self.types}
+        for name in self.types:  # when the store is down, the replica starts anyway, not ready, and retries
+            self._load(name)
         self.search.set_max_batch_size(self.settings.serve.max_batch_size)
         self.search.set_batch_wait_timeout_s(self.settings.serve.batch_wait_ms / 1000)
         self._stop = threading.Event()
-        threading.Thread(target=self._follow, name=f"follow-{signal_type}-{slot}", daemon=True).start()
+        threading.Thread(target=self._follow, name=f"follow-slot-{slot}", daemon=True).start()
 
-    def _load(self) -> None:
+    def _load(self, name: str) -> None:
         try:
-            self.live = LiveIndex(ObjectStore.from_settings(self.settings), self.signal_type, self.slot, self.slots)
-            self.not_ready = None
+            self.live[name] = LiveIndex(ObjectStore.from_settings(self.settings), self.types[name], self.slot, self.slots)
+            self.not_ready.pop(name, None)
         except MediamatchError as exc:
-            self.not_ready = f"{self.signal_type.name} slot {self.slot}: cannot load the index: {exc}"
-            log.warning("%s; retrying every %s s", self.not_ready, self.settings.serve.poll_seconds)
+            self.not_ready[name] = f"{name} slot {self.slot}: cannot load the index: {exc}"
+            log.warning("%s; retrying every %s s", self.not_ready[name], self.settings.serve.poll_seconds)
 
     def _follow(self) -> None:
         while not self._stop.wait(self.settings.serve.poll_seconds):
-            if self.live is None:
-                self._load()
-                continue
-            try:
-                self.live.refresh()
-            except StorageError as exc:  # keep serving the loaded state; try again next period
-                log.warning("%s: object store unreachable, serving what is loaded: %s", self.signal_type.name, exc)
-            except Exception:
-                log.exception("%s: refreshing the index failed", self.signal_type.name)
+            for name in self.types:
+                if name not in self.live:
+                    self._load(name)
+                    continue
+                try:
+                    self.live[name].refresh()
+                except StorageError as exc:  # keep serving the loaded state; try again next period
+                    log.warning("%s: object store unreachable, serving what is loaded: %s", name, exc)
+                except Exception:
+                    log.exception("%s: refreshing the index failed", name)
 
     @serve.batch
-    async def search(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Each request: `values` (canonical signal values), `k`, `radius`, `banks` (or None),
-        `min_seq` (catalog commits the caller has seen). Requests with the same bank filter share
-        one faiss call."""
-        return await asyncio.to_thread(self._search_batch, requests)
+    async def search(self, calls: list[list[Search]]) -> list[list[dict[str, Any]]]:
+        """Each call: the searches of one query, one per signal type. Each answer: per search,
+        the version searched and the hits of each value. Searches of one signal type with the
+        same bank filter share one faiss call, across the batch."""
+        return await asyncio.to_thread(self._search_calls, calls)
 
-    def _search_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if self.live is None:
-            raise NotReady(self.not_ready)
-        out: list[dict[str, Any] | None] = [None] * len(requests)
-        groups: dict[tuple | None, list[int]] = {}
-        for i, request in enumerate(requests):
-            key = tuple(sorted(request["banks"])) if request.get("banks") is not None else None
-            groups.setdefault(key, []).append(i)
-        for key, members in groups.items():
-            values = [v for i in members for v in requests[i]["values"]]
-            search = self.live.search_bags if self.signal_type.bag else self.live.search
-            version, hits = search(
-                values if self.signal_type.bag else self.signal_type.encode(values),
-                max(requests[i]["k"] for i in members),
-                max(requests[i]["radius"] for i in members),
-                None if key is None else set(key),
-                max(requests[i].get("min_seq", 0) for i in members),
+    def _search_calls(self, calls: list[list[Search]]) -> list[list[dict[str, Any]]]:
+        flat = [search for call in calls for search in call]
+        answers = self._search_batch(flat)
+        out, start = [], 0
+        for call in calls:
+            out.append(answers[start : start + len(call)])
+            start += len(call)
+        return out
+
+    def _search_batch(self, searches: list[Search]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any] | None] = [None] * len(searches)
+        groups: dict[tuple, list[int]] = {}
+        for i, search in enumerate(searches):
+            banks = tuple(sorted(search["banks"])) if search.get("banks") is not None else None
+            groups.setdefault((search["signal_type"], banks), []).append(i)
+        for (name, banks), members in groups.items():
+            live, signal_type = self.live.get(name), self.types[name]
+            if live is None:
+                raise NotReady(self.not_ready.get(name) or f"{name} is not served by this searcher")
+            values = [v for i in members for v in searches[i]["values"]]
+            find = live.search_bags if signal_type.bag else live.search
+            version, hits = find(
+                values if signal_type.bag else signal_type.encode(values),
+                max(searches[i]["k"] for i in members),
+                max(searches[i]["radius"] for i in members),
+                None if banks is None else set(banks),
+                max(searches[i].get("min_seq", 0) for i in members),
             )
             start = 0
             for i in members:
-                request, n = requests[i], len(requests[i]["values"])
-                mine = [[h for h in row if h[2] <= request["radius"]][: request["k"]] for row in hits[start : start + n]]
+                search, n = searches[i], len(searches[i]["values"])
+                mine = [[h for h in row if h[2] <= search["radius"]][: search["k"]] for row in hits[start : start + n]]
                 out[i] = {"version": version, "hits": mine}
                 start += n
         return out
 
-    def status(self) -> dict[str, Any]:
-        if self.live is None:
-            return {"ready": False, "reason": self.not_ready, "version": None, "count": 0, "live_delta": 0, "catalog_seq": 0}
-        return {"ready": True, **self.live.status()}
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Per signal type held: whether it is loaded, the version served, entries, live delta."""
+        out = {}
+        for name in self.types:
+            live = self.live.get(name)
+            if live is None:
+                out[name] = {"ready": False, "reason": self.not_ready[name], "version": None, "count": 0, "live_delta": 0, "catalog_seq": 0}
+            else:
+                out[name] = {"ready": True, "reason": "", **live.status()}
+        return out
 
     def __del__(self):
         self._stop.set()
-
-

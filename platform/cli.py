@@ -545,7 +545,7 @@ def serve_command(obj: Context, host: str | None, port: int | None, address: str
     import ray
     from ray import serve
 
-    from mediamatch.deployments.app import build_app
+    from mediamatch.deployments.app import build_app, data_plane_env
 
     settings = load_settings(obj.config, storage=obj.storage_uri, host=host, port=port, ray_address=address)
     if not settings.tokens and not is_loopback(settings.host):
@@ -556,6 +556,8 @@ def serve_command(obj: Context, host: str | None, port: int | None, address: str
             if probe.connect_ex((settings.host, settings.port)) == 0:
                 raise InvalidInput(f"{settings.host}:{settings.port} is in use (another mediamatch serve?): stop it or pass --port")
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    if not settings.ray_address:  # Serve reads its data plane from the environment Ray starts with
+        os.environ.update(data_plane_env(settings.serve.data_plane))
     # A local instance gets at least 4 logical CPUs: replicas take fractions and mostly wait,
     # and a reindex job started over HTTP needs whole CPUs for its Ray Data tasks beside them.
     cpus = None if settings.ray_address else max(4, os.cpu_count() or 1)
@@ -685,7 +687,9 @@ def _shape(client: Client, url: str) -> dict:
         return {"deployments": shape["deployments"], "cpus": shape["cpus"], "gpus": shape["gpus"], "source": "GET /v1/deployments"}
     except MediamatchError as exc:
         tqdm.write(f"note: the service's shape is unknown ({exc}); assuming one replica per deployment on {os.cpu_count()} cores", file=sys.stderr)
-        names = ["Ingress", "Hasher", "Embedder-text_embedding"] + [f"Searcher-{n}-0" for n in SIGNAL_TYPES]
+        from mediamatch.deployments.app import deployment_names
+
+        names = deployment_names(load_settings())
         return {"deployments": {n: {"replicas": 1} for n in names}, "cpus": os.cpu_count(), "gpus": 0, "source": "assumed"}
 
 

@@ -52,6 +52,20 @@ class DeploymentSettings(BaseModel):
     num_gpus: float | None = Field(None, ge=0, description="None: 1 for model deployments when the cluster has GPUs")
 
 
+# Serve's data planes (read by Serve from the environment when Ray starts): `proxy` is Serve's
+# Python proxy actor with handle calls over Ray; `haproxy` puts HAProxy in front of the ingress
+# replicas' own HTTP servers; `throughput` is Serve's throughput-optimised mode (direct ingress,
+# gRPC between replicas). `deployments.app.data_plane_env` gives a local instance's environment;
+# benchmarks/bench_serve.py measures them side by side.
+DATA_PLANES: dict[str, dict[str, str]] = {
+    "proxy": {},
+    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    "throughput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+    "haproxy+throughput": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+}
+DataPlane = Literal["proxy", "haproxy", "throughput", "haproxy+throughput"]
+
+
 class ServeSettings(BaseModel):
     ingress: DeploymentSettings = Field(
         default_factory=lambda: DeploymentSettings(max_ongoing_requests=64, target_ongoing_requests=8, max_queued_requests=100)
@@ -60,6 +74,16 @@ class ServeSettings(BaseModel):
     embedder: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.5, max_replicas=1))
     searcher: DeploymentSettings = Field(default_factory=DeploymentSettings)
     signal_types: list[str] | None = Field(None, description="signal types served; None: every known one")
+    data_plane: DataPlane = Field(
+        "haproxy",
+        description="how requests reach the ingress and travel between replicas (see DATA_PLANES); "
+        "`mediamatch serve` sets it when it starts Ray, a cluster's nodes take it from their environment",
+    )
+    layout: Literal["compact", "per_signal_type"] = Field(
+        "compact",
+        description="compact: one Embedder for every model signal and one Searcher per slot for every signal type "
+        "(fewest replicas; one search call per query); per_signal_type: one deployment each, scaled separately (a cluster's shape)",
+    )
     search_slots: int = Field(1, ge=1, description="searcher deployments per signal type; slot i holds shards i, i+slots, ...")
     poll_seconds: float = Field(1.0, gt=0, description="how often searchers look for a new index version and catalog commits")
     max_batch_size: int = Field(32, ge=1)

@@ -36,6 +36,11 @@ def ray_session():
 
     # workers import test modules too (test-only classes such as the fault-injecting store travel by pickle)
     tests = os.path.dirname(os.path.abspath(__file__))
+    # the service's default data plane, as `mediamatch serve` starts it (Serve reads it from the environment Ray starts with)
+    from mediamatch.deployments.app import data_plane_env
+    from mediamatch.platform.settings import Settings
+
+    os.environ.update(data_plane_env(Settings(storage="unused").serve.data_plane))
     ray.init(
         num_cpus=4,  # logical: Serve replicas take fractions and mostly wait; reindex tasks need whole CPUs beside them
         include_dashboard=False,

@@ -52,7 +52,7 @@ def test_killed_replicas_recover_and_retried_requests_succeed(service, photo_cor
     try:
         time.sleep(2)
         recovery = {}
-        for deployment in ("Searcher-pdq-0", "Embedder-text_embedding"):
+        for deployment in ("Searcher-0", "Embedder"):  # the compact layout: every signal type's searcher, every model
             (name,) = replica_actors(deployment)
             ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
             recovery[deployment] = round(wait_healthy(deployment, name), 1)
@@ -160,7 +160,7 @@ def store_outage(url: str, link: FlakyLink) -> None:
         assert (refused.status_code, refused.json()["error"]["code"]) == (503, "storage_unavailable")
         matched = http.post(url + "/v1/match", json=photo)  # answered from memory
         assert matched.status_code == 200 and [m["entry_id"] for m in matched.json()["matches"]] == [banked["entry_id"]]
-        (name,) = replica_actors("Searcher-pdq-0", app="outage")
+        (name,) = replica_actors("Searcher-0", app="outage")
         ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
         wait_until(lambda: "cannot load the index" in http.get(url + "/readyz").text)
         assert http.post(url + "/v1/match", json=photo).status_code == 503

@@ -48,7 +48,7 @@ async def indexes(request: Request, ingress: IngressDep) -> dict[str, dict]:
     ingress.principal(request).require("admin")
     live = await ingress.searcher_statuses()
     out = {}
-    for name in ingress.searchers:
+    for name in live:
         published = await ingress.run(IndexVersions(ingress.store, name).status)
         out[name] = {**published, "serving": live[name]["version"], "live_delta": live[name]["live_delta"]}
     return out

@@ -103,26 +103,45 @@ async def match_part(ingress, part, content, content_type, raw, banks, requested
         values = {n: s.value for n, s in computed.items() if s.value is not None}
     else:
         values = {n: v for n, v in raw.items() if not requested or n in requested}
-    searched = [(get_signal_type(n), v) for n, v in values.items() if n in ingress.searchers]
-    found = await asyncio.gather(*(search(ingress, st, v, banks, seq) for st, v in searched))
+    found = await search(ingress, {n: v for n, v in values.items() if n in ingress.served_names}, banks, seq)
     matches, versions = [], {}
-    for (signal_type, _), (version, hits) in zip(searched, found):
-        versions[signal_type.name] = version
-        matches += to_matches(ingress, signal_type, hits, part)
+    for name, (version, hits) in found.items():
+        versions[name] = version
+        matches += to_matches(ingress, get_signal_type(name), hits, part)
     return values, matches, versions
 
 
-async def search(ingress, signal_type: SignalType, value: Any, banks: list[str] | None, seq: int):
-    """One signal value through every slot of its searchers; merged hits, nearest first."""
+async def search(ingress, values: dict[str, Any], banks: list[str] | None, seq: int) -> dict[str, tuple[str | None, list]]:
+    """Signal values through every slot of the searchers that hold them, one call per slot for
+    all the values its group holds; per signal type, the version served and the hits merged
+    over slots, nearest first."""
     scope = banks if banks is not None else list(ingress.catalog.banks)
-    radius = max([ingress.threshold(signal_type, b) for b in scope], default=ingress.threshold(signal_type))
-    max_matches = ingress.settings.serve.max_matches
-    request = {"values": [value], "k": max_matches, "radius": radius, "banks": banks, "min_seq": seq}
+    k = ingress.settings.serve.max_matches
+    calls = []
+    for group, handles in ingress.searchers.items():
+        searches = []
+        for name in (n for n in group if n in values):
+            signal_type = get_signal_type(name)
+            radius = max([ingress.threshold(signal_type, b) for b in scope], default=ingress.threshold(signal_type))
+            searches.append({"signal_type": name, "values": [values[name]], "k": k, "radius": radius, "banks": banks, "min_seq": seq})
+        if searches:
+            calls.append((searches, handles))
+    replies = await asyncio.gather(*(timed_search(handle, searches) for searches, handles in calls for handle in handles))
+    found, i = {}, 0
+    for searches, handles in calls:
+        slots, i = replies[i : i + len(handles)], i + len(handles)
+        for j, one in enumerate(searches):
+            hits = sorted((h for answers in slots for h in answers[j]["hits"][0]), key=lambda h: h[2])[:k]
+            found[one["signal_type"]] = (slots[0][j]["version"], hits)
+    return found
+
+
+async def timed_search(handle, searches: list[dict]) -> list[dict]:
     started = time.perf_counter()
-    replies = await asyncio.gather(*(h.search.remote(request) for h in ingress.searchers[signal_type.name]))
-    metrics.SEARCH_SECONDS.labels(signal_type.name).observe(time.perf_counter() - started)
-    hits = sorted((h for r in replies for h in r["hits"][0]), key=lambda h: h[2])[:max_matches]
-    return replies[0]["version"], hits
+    answers = await handle.search.remote(searches)
+    for one in searches:
+        metrics.SEARCH_SECONDS.labels(one["signal_type"]).observe(time.perf_counter() - started)
+    return answers
 
 
 def to_matches(ingress, signal_type: SignalType, hits, part: str | None) -> list[Match]:
