@@ -1,4 +1,6 @@
-"""Index operations (admin): reindex jobs and their progress, the served versions, rollback."""
+"""Index operations (admin): reindex jobs and their progress, the served versions, rollback.
+
+The operations are plain functions of the ingress too, for the web console's pages."""
 
 from __future__ import annotations
 
@@ -20,16 +22,26 @@ async def reindex(request: Request, ingress: IngressDep) -> ReindexAccepted:
     ingress.principal(request).require("admin")
     body = await read_request(request, ReindexRequest, 1 << 16, optional=True)
     names = body.signal_types if isinstance(body, ReindexRequest) else None
-    for name in names or ():
+    return ReindexAccepted(job_id=await start_reindex(ingress, names))
+
+
+async def start_reindex(ingress, signal_types: list[str] | None) -> str:
+    """Start a reindex job of these signal types (None: every one); its id."""
+    for name in signal_types or ():
         get_signal_type(name)
-    status, ref = await ingress.run(jobs.submit, ingress.settings, names)
+    status, ref = await ingress.run(jobs.submit, ingress.settings, signal_types)
     ingress.jobs[status.job_id] = ref
-    return ReindexAccepted(job_id=status.job_id)
+    return status.job_id
 
 
 @router.get("/v1/reindex/{job_id}")
 async def reindex_status(request: Request, job_id: str, ingress: IngressDep) -> jobs.JobStatus:
     ingress.principal(request).require("admin")
+    return await job_status(ingress, job_id)
+
+
+async def job_status(ingress, job_id: str) -> jobs.JobStatus:
+    """A job's recorded status, or `failed` when its task died without recording it."""
     status = await ingress.run(jobs.read_status, ingress.store, job_id)
     ref = ingress.jobs.get(job_id)
     if status.state in ("pending", "running") and ref is not None and ray.wait([ref], timeout=0)[0]:
@@ -46,6 +58,11 @@ async def reindex_status(request: Request, job_id: str, ingress: IngressDep) -> 
 @router.get("/v1/indexes")
 async def indexes(request: Request, ingress: IngressDep) -> dict[str, dict]:
     ingress.principal(request).require("admin")
+    return await index_statuses(ingress)
+
+
+async def index_statuses(ingress) -> dict[str, dict]:
+    """Per signal type: the published version (from its manifest) and what the searchers serve."""
     live = await ingress.searcher_statuses()
     out = {}
     for name in live:
@@ -57,6 +74,11 @@ async def indexes(request: Request, ingress: IngressDep) -> dict[str, dict]:
 @router.post("/v1/indexes/{signal_type}/rollback")
 async def rollback(request: Request, signal_type: str, body: RollbackRequest, ingress: IngressDep) -> dict:
     ingress.principal(request).require("admin")
+    return await roll_back(ingress, signal_type, body.version)
+
+
+async def roll_back(ingress, signal_type: str, version: str) -> dict:
+    """Publish an earlier (or later) recorded version again; the new published status."""
     versions = IndexVersions(ingress.store, get_signal_type(signal_type).name)
-    await ingress.run(versions.rollback, body.version)
+    await ingress.run(versions.rollback, version)
     return await ingress.run(versions.status)

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from mediamatch.platform.auth import Principal
 from mediamatch.platform.errors import InvalidInput, NotFound
 from mediamatch.platform.signals import SignalType, get_signal_type
 
@@ -55,6 +56,14 @@ async def match(request: Request, ingress: IngressDep) -> MatchResult:
     else:
         banks, requested = body.banks, body.signal_types
         parts = parts_of(ingress, body)
+    is_post = not isinstance(body, Upload) and body.post is not None
+    return await match_parts(ingress, who, parts, banks, requested, is_post, started)
+
+
+async def match_parts(ingress, who: Principal, parts, banks: list[str] | None, requested: list[str] | None,
+                      is_post: bool = False, started: float | None = None) -> MatchResult:
+    """Every banked entry that the parts (see `parts_of`) match, in the banks `who` may search."""
+    started = time.perf_counter() if started is None else started
     named, banks = banks, who.scope(banks)  # only granted banks are searched
     seq = await ingress.run(ingress.follow_catalog)  # searchers apply at least this much of the catalog
     unknown = [bank for bank in named or () if bank not in ingress.catalog.banks]
@@ -69,7 +78,6 @@ async def match(request: Request, ingress: IngressDep) -> MatchResult:
     matches.sort(key=lambda m: (-m.score, m.distance))
     for m in matches:
         metrics.MATCHES.labels(m.signal_type).inc()
-    is_post = not isinstance(body, Upload) and body.post is not None
     verdict = {"matched": bool(matches), "parts": sorted({m.part for m in matches if m.part})} if is_post else None
     content_type = "post" if is_post else parts[0][2]
     return MatchResult(content_type=content_type, signals=signals, matches=matches, index_versions=versions,
