@@ -25,7 +25,7 @@ from mediamatch.platform.storage import ObjectStore
 
 from . import http
 from .http import ERROR_RESPONSES, Upload
-from .routes import banks, indexes, matching, operations
+from .routes import banks, console, indexes, matching, operations
 
 log = logging.getLogger("ray.serve")
 
@@ -38,6 +38,7 @@ app = FastAPI(
 http.install(app)
 for router in (operations.router, matching.router, banks.router, indexes.router):
     app.include_router(router)
+app.include_router(console.router, include_in_schema=False)
 
 UPLOADED_TYPES = [c for c in CONTENT_TYPES if c != "post"]
 
@@ -77,9 +78,11 @@ class Ingress:
             log.warning("catalog not refreshed, answering from commit %d: %s", self.catalog.seq, exc)
             return self.catalog.seq
 
-    def principal(self, request) -> Principal:
-        """The calling team (401 without a known token), within its rate limit (429)."""
-        who = self.auth.authenticate(request.headers.get("authorization"), request.client.host if request.client else None)
+    def principal(self, request, authorization: str | None = None) -> Principal:
+        """The calling team (401 without a known token), within its rate limit (429); by the
+        request's Authorization header, or by `authorization` (the console's login cookie)."""
+        authorization = request.headers.get("authorization") or authorization
+        who = self.auth.authenticate(authorization, request.client.host if request.client else None)
         self.limiter.check(who)
         return who
 

@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     commit_batch: int = Field(500, ge=1, description="entries per catalog commit when banking many files")
     serve: ServeSettings = Field(default_factory=ServeSettings)
     tokens: list[TeamToken] = Field(default_factory=list, description="no tokens: anonymous, loopback only")
+    loadtest_report: str | None = Field(
+        None, description="the folder (a path or s3:// URI) of the load-test report the web console shows: `mediamatch loadtest --out DIR`"
+    )
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

@@ -321,6 +321,7 @@ def service(ray_session, tmp_path_factory):
         limits={"max_upload_bytes": 2_000_000, "max_image_pixels": 4_000_000, "max_text_chars": 20_000},
         serve={"poll_seconds": 0.2, **{name: replica for name in ("ingress", "hasher", "embedder", "searcher")}},
         index={"flat_max": 1000, "recall_queries": 50},
+        loadtest_report=str(Path(__file__).resolve().parents[1] / "docs" / "loadtest"),  # the committed report, for the console
     )
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
