@@ -99,6 +99,7 @@ class Console:
 def test_console_in_a_browser(service, banked, browser, photos, tmp_path):
     ui = Console(browser, service.url)
     (bank, captions), (first, second, _, fourth, text_entry) = banked, entry_ids(service, banked[0])
+    earlier = service.ok("POST", "/v1/reindex", json={"signal_types": ["pdq"]})["job_id"]  # a version to roll back to, built meanwhile
 
     # a page load without a token shows the login form; a wrong token is refused there
     ui.open("/ui/banks")
@@ -158,7 +159,7 @@ def test_console_in_a_browser(service, banked, browser, photos, tmp_path):
     assert ui.all(f"#matches tr[data-entry='{caption}']"), ui.find("main").text
 
     # indexes: a reindex of pdq through the console, its progress followed live, then a rollback
-    service.wait_job(service.ok("POST", "/v1/reindex", json={"signal_types": ["pdq"]})["job_id"])
+    assert service.wait_job(earlier)["state"] == "succeeded"
     ui.open("/ui/indexes")
     assert ui.find("tr[data-signal='pdq']") and ui.find("tr[data-signal='text_exact']")
     ui.find("input[name=signal_types][value=pdq]").click()

@@ -136,7 +136,8 @@ async def login(request: Request, ingress: IngressDep) -> Response:
     except Unauthorized as exc:
         return page(request, None, "login.html", status=401, error=str(exc), next=next_page)
     response = back_to(next_page)
-    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/ui", secure=request.url.scheme == "https")
+    if token:  # anonymous mode needs none
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/ui", secure=request.url.scheme == "https")
     return response
 
 
