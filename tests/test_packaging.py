@@ -1,4 +1,4 @@
-"""The built wheel holds every module of the three code folders, and no top-level `platform`."""
+"""The built wheel holds every module of the three code folders and the console's files, and no top-level `platform`."""
 
 import subprocess
 import sys
@@ -23,6 +23,8 @@ def test_wheel_contains_every_module(tmp_path):
         for path in (ROOT / folder).rglob("*.py")
     }
     assert expected and expected <= names, sorted(expected - names)
+    console = {f"mediamatch/deployments/console/{p.name}" for p in (ROOT / "deployments" / "console").iterdir()}
+    assert console <= names, sorted(console - names)  # the web console's templates, stylesheet and script
     assert not any(n.startswith("platform/") for n in names)
 
 

@@ -162,8 +162,12 @@ async def banks_page(request: Request, ingress: IngressDep) -> HTMLResponse:
     who = viewer(request, ingress)
     who.require_reader()
     banks = [b for b in await ingress.run(ingress.catalog.list_banks) if who.sees(b.name)]
-    disabled = {b.name: sum(not e["enabled"] for e in list(ingress.catalog.entries.get(b.name, {}).values())) for b in banks}
+    disabled = await ingress.run(disabled_counts, ingress.catalog, [b.name for b in banks])
     return page(request, who, "banks.html", banks=banks, disabled=disabled)
+
+
+def disabled_counts(catalog, banks: list[str]) -> dict[str, int]:
+    return {name: sum(not e["enabled"] for e in list(catalog.entries.get(name, {}).values())) for name in banks}
 
 
 @router.get("/banks/{bank}")
