@@ -114,7 +114,8 @@ def test_console_in_a_browser(service, banked, browser, photos, tmp_path):
 
     # banks with counts and states; user text is shown as text, never run
     row = ui.find(f"tr[data-bank='{bank}']")
-    assert "5" in row.text and "enabled" in row.text and "scam" in row.text and ui.find(f"tr[data-bank='{captions}']")
+    assert [td.text for td in row.find_elements(ui.By.CSS_SELECTOR, "td.num")] == ["5", "0"]  # entries, disabled
+    assert "enabled" in row.text and "scam" in row.text and ui.find(f"tr[data-bank='{captions}']")
     ui.screenshot("banks")
 
     # a bank's entries, with thumbnails of the stored photos, decoded by the browser
@@ -165,9 +166,7 @@ def test_console_in_a_browser(service, banked, browser, photos, tmp_path):
     ui.find("input[name=signal_types][value=pdq]").click()
     ui.submit("form#reindex button[type=submit]")
     assert "/ui/jobs/r_" in browser.current_url
-    states = set()
-
-    shot = False
+    states, shot = set(), False
 
     def finished() -> bool:
         nonlocal shot
