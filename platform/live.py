@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .catalog import LOG_PREFIX, snapshot_folder
+from .catalog import LOG_PREFIX, batch_signal, snapshot_folder
 from .commitlog import CommitLog
 from .errors import StorageError
 from .index import IndexParams, Shard
@@ -142,25 +142,27 @@ class LiveIndex:
             if delta.banks is not None and len(delta):
                 delta.enabled[delta.banks == name] = False  # a bank created again under this name starts empty
         elif op == "add_entries":
-            self._add(state, record["bank"], record["entries"])
+            self._add(state, record["bank"], *batch_signal(self.store, record, self.signal_type.name))
         elif op == "update_entry" and "enabled" in record["changes"]:
             self._flag(state, record["entry_id"], bool(record["changes"]["enabled"]))
         elif op == "delete_entry":
             self._flag(state, record["entry_id"], False)
 
-    def _add(self, state: LiveState, bank: str, entries: Iterable[dict[str, Any]]) -> None:
-        name = self.signal_type.name
-        mine = [e for e in entries if e["signals"].get(name) is not None and slot_of(e["entry_id"], self.slots) == self.slot]
-        if not mine:
+    def _add(self, state: LiveState, bank: str, entry_ids: list[str], values: list[Any], enabled: list[bool]) -> None:
+        """Add the entries (their ids, this signal's values, enabled flags) that fall in this slot."""
+        if self.slots > 1:
+            mine = [i for i, e in enumerate(entry_ids) if slot_of(e, self.slots) == self.slot]
+            entry_ids, values, enabled = [entry_ids[i] for i in mine], [values[i] for i in mine], [enabled[i] for i in mine]
+        if not entry_ids:
             return
-        first, values = len(state.delta), [e["signals"][name] for e in mine]
+        first = len(state.delta)
         if self.signal_type.bag:  # many rows per entry
             rows, owner, times = self.signal_type.rows(values)
         else:
-            rows, owner, times = self.signal_type.encode(values), np.arange(len(mine)), None
-        ids = np.asarray([e["entry_id"] for e in mine], dtype=object)
+            rows, owner, times = self.signal_type.encode(values), np.arange(len(values)), None
+        ids = np.asarray(entry_ids, dtype=object)
         state.delta.add(ids[owner], [bank] * len(owner), rows, times)
-        state.delta.enabled[first:] = np.asarray([e.get("enabled", True) for e in mine], dtype=bool)[owner]
+        state.delta.enabled[first:] = np.asarray(enabled, dtype=bool)[owner]
         if self.signal_type.bag:
             for i, count in zip(*np.unique(owner, return_counts=True)):
                 state.entry_rows[ids[i]] = int(count)
