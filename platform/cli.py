@@ -18,6 +18,7 @@ from .auth import is_loopback, new_token
 from .catalog import Catalog, Entry
 from .client import Client
 from .errors import InvalidInput, MediamatchError
+from .exchange import FORMATS, ImportReport, export_chunks, import_stream, open_source
 from .media import CONTENT_TYPES, json_object, sniff_content_type
 from .settings import Settings, load_settings
 from .signals import SIGNAL_TYPES, compute_signals, configure_signal_types, signal_types_for
@@ -194,6 +195,76 @@ def _new_entry(settings: Settings, bank: str, name: str, data: bytes, content_ty
             tqdm.write(f"warning: {name}: no {signal_name} ({signal.reason})", file=sys.stderr)
     values = {n: s.value for n, s in signals.items() if s.value is not None}
     return Entry(bank=bank, content_type=content_type, signals=values, metadata=metadata, media=sha256_hex(data))
+
+
+@bank.command("import")
+@click.argument("bank_name", metavar="BANK")
+@click.argument("source", metavar="FILE|s3://...")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), help="default: from the file name, else its first bytes")
+@click.option("--batch-size", type=click.IntRange(1), default=50_000, show_default=True, help="entries per catalog commit")
+@URL_OPTION
+@TOKEN_OPTION
+@click.pass_obj
+def bank_import(obj: Context, bank_name: str, source: str, fmt: str | None, batch_size: int, url: str | None, token: str | None) -> None:
+    """Import a hash list (CSV with a header signal_type,signal[,content_type,labels,metadata,
+    external_id], JSON Lines with those fields, or Parquet) into a bank.
+
+    Every row is checked first; a bad row is reported with its line and never banked, good rows
+    are committed in batches, and rows the bank holds already (same external_id, else the same
+    value) are skipped, so an interrupted import can simply be run again. Exit status 1 when
+    any row was bad. With --url, through a running service (the file is streamed to it)."""
+    if url:
+        report = _import_http(Client(url, token), bank_name, source, fmt)
+    else:
+        with open_source(obj.settings, source) as (stream, size), tqdm(total=size, desc="importing", unit="B", unit_scale=True, disable=None) as bar:
+
+            def progress(fraction: float, message: str) -> None:
+                bar.set_postfix_str(message, refresh=False)
+                bar.update(max(0, round(fraction * (size or 0)) - bar.n))
+
+            report = import_stream(obj.catalog(), bank_name, stream, fmt, name=source, size=size, batch_size=batch_size,
+                                   progress=progress, on_bad=lambda row: tqdm.write(f"line {row.line}: {row.reason}", file=sys.stderr))
+    if report.bad_count:
+        raise InvalidInput(report.summary())
+    click.echo(report.summary())
+
+
+def _import_http(client: Client, bank_name: str, source: str, fmt: str | None) -> ImportReport:
+    path = Path(source)
+    if not path.is_file():
+        raise InvalidInput(f"{source}: with --url, give a local file")
+    with tqdm(total=100, desc="importing", unit="%", disable=None) as bar:
+        report = client.import_file(bank_name, path, fmt, progress=lambda fraction: bar.update(round(fraction * 100) - bar.n))
+    for row in report.bad:
+        click.echo(f"line {row.line}: {row.reason}", err=True)
+    return report
+
+
+@bank.command("export")
+@click.argument("bank_name", metavar="BANK")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="default: standard output")
+@URL_OPTION
+@TOKEN_OPTION
+@click.pass_obj
+def bank_export(obj: Context, bank_name: str, fmt: str, out: Path | None, url: str | None, token: str | None) -> None:
+    """Write every enabled entry of a bank (signals, labels, metadata, external_id) in a form
+    `bank import` reads back."""
+    chunks = Client(url, token).export(bank_name, fmt) if url else export_chunks(obj.catalog(), bank_name, fmt)
+    if out is None:
+        if fmt == "parquet" and sys.stdout.isatty():
+            raise InvalidInput("Parquet is binary: give --out FILE or redirect the output")
+        sink = click.get_binary_stream("stdout")
+        for chunk in chunks:
+            sink.write(chunk)
+        sink.flush()
+        return
+    tmp = out.with_name(f".{out.name}.partial")
+    with open(tmp, "wb") as sink:  # renamed into place when whole
+        for chunk in chunks:
+            sink.write(chunk)
+    tmp.replace(out)
+    click.echo(f"wrote {out}", err=True)
 
 
 @bank.command("disable")

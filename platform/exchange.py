@@ -19,8 +19,10 @@ again and adds only what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import os
 import json
 import re
 import time
@@ -35,6 +37,7 @@ from .catalog import Catalog, Entry, new_entry_id, now_iso
 from .errors import InvalidInput
 from .media import CONTENT_TYPES
 from .signals import SIGNAL_TYPES, compute_signals, signal_types_for
+from .storage import ObjectStore
 
 FORMATS = ("csv", "jsonl", "parquet")
 COLUMNS = ("signal_type", "signal", "content_type", "labels", "metadata", "external_id")
@@ -365,6 +368,7 @@ class Importer:
         if pending is not None:
             self.finish(pending)
         self.commit()
+        self.report.bad.sort(key=lambda row: row.line)
         self.report.seconds = round(time.monotonic() - started, 3)
         if progress:
             progress(1.0, f"{self.report.rows} rows")
@@ -428,6 +432,26 @@ class Importer:
         self.report.added += len(self.batch)
         self.report.batches += 1
         self.batch = []
+
+
+@contextlib.contextmanager
+def open_source(settings, source: str) -> Iterator[tuple[IO[bytes], int | None]]:
+    """A local file or an s3://bucket/key object (the settings' S3 endpoint) as a seekable
+    binary stream, and its size."""
+    if source.startswith("s3://"):
+        bucket, _, key = source[len("s3://"):].partition("/")
+        if not key:
+            raise InvalidInput(f"{source}: name an object, s3://bucket/key")
+        store = ObjectStore(f"s3://{bucket}", endpoint=settings.s3_endpoint, region=settings.s3_region)
+        try:
+            size = store.fs.get_file_info(store.path(key)).size
+            stream = store.fs.open_input_file(store.path(key))
+        except FileNotFoundError:
+            raise InvalidInput(f"{source}: no such object") from None
+    else:
+        size, stream = os.path.getsize(source), open(source, "rb")
+    with stream:
+        yield stream, size
 
 
 def import_stream(catalog: Catalog, bank: str, stream: IO[bytes], fmt: str | None = None, name: str | None = None,
