@@ -25,7 +25,7 @@ from mediamatch.platform.storage import ObjectStore
 
 from . import http
 from .http import ERROR_RESPONSES, Upload
-from .routes import banks, console, indexes, matching, operations
+from .routes import banks, console, exchange, hma, indexes, matching, operations
 
 log = logging.getLogger("ray.serve")
 
@@ -36,7 +36,7 @@ app = FastAPI(
     responses=ERROR_RESPONSES,
 )
 http.install(app)
-for router in (operations.router, matching.router, banks.router, indexes.router):
+for router in (operations.router, matching.router, banks.router, indexes.router, exchange.router, hma.router):
     app.include_router(router)
 app.include_router(console.router, include_in_schema=False)
 

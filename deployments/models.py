@@ -47,6 +47,8 @@ class EntryOut(BaseModel):
     metadata: dict[str, Any]
     enabled: bool
     created_at: str
+    labels: list[str] = Field(default_factory=list, description="the entry's own labels (an imported list's), beside its bank's")
+    external_id: str | None = Field(None, description="the id a partner's list gave it")
 
 
 class EntryList(BaseModel):
@@ -140,6 +142,10 @@ class MatchResult(BaseModel):
 
 class ReindexRequest(Strict):
     signal_types: list[str] | None = None
+
+
+class ImportAccepted(BaseModel):
+    job_id: str = Field(description="GET /v1/banks/{bank}/import/{job_id} gives its state, progress and report")
 
 
 class ReindexAccepted(BaseModel):

@@ -151,7 +151,7 @@ def _bank_add_http(client: Client, bank_name: str, paths: tuple[Path, ...], text
     client.call("GET", f"/v1/banks/{bank_name}")  # an unknown bank fails before any upload
     if text is not None:
         entry = client.add_text(bank_name, text, meta)
-        click.echo(f"added 1 entry to {bank_name}: {entry['entry_id']}")
+        click.echo(f"added 1 entry to {bank_name}: {entry.entry_id}")
         return
     files = _files(paths)
     added = []
@@ -160,7 +160,7 @@ def _bank_add_http(client: Client, bank_name: str, paths: tuple[Path, ...], text
             added.append(client.add_file(bank_name, file, content_type, meta))
         except MediamatchError as exc:
             raise type(exc)(f"{file}: {exc}; {len(added)} files were banked before it") from None
-    click.echo(f"added {len(added)} entries to {bank_name}" + (f": {added[0]['entry_id']}" if len(added) == 1 else ""))
+    click.echo(f"added {len(added)} entries to {bank_name}" + (f": {added[0].entry_id}" if len(added) == 1 else ""))
 
 
 def _files(paths: tuple[Path, ...]) -> list[Path]:
@@ -668,11 +668,11 @@ def match_command(file: Path | None, text: str | None, banks: str | None, signal
         split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
         result = client.match_text(text, split(banks), split(signal_types))
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(result.model_dump_json(indent=2))
         return
-    for m in result["matches"]:
-        click.echo(f"{m['bank']:<24} {m['entry_id']}  {m['signal_type']:<14} distance {m['distance']:g}  score {m['score']:.3f}  {','.join(m['labels'])}")
-    click.echo(f"{len(result['matches'])} matches in {result['took_ms']:.1f} ms")
+    for m in result.matches:
+        click.echo(f"{m.bank:<24} {m.entry_id}  {m.signal_type:<14} distance {m.distance:g}  score {m.score:.3f}  {','.join(m.labels)}")
+    click.echo(f"{len(result.matches)} matches in {result.took_ms:.1f} ms")
 
 
 @cli.group()

@@ -25,16 +25,18 @@ import io
 import os
 import json
 import re
+import secrets
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from .catalog import Catalog, Entry, new_entry_id, now_iso
-from .errors import InvalidInput
+from .errors import InvalidInput, NotFound
 from .media import CONTENT_TYPES
 from .signals import SIGNAL_TYPES, compute_signals, signal_types_for
 from .storage import ObjectStore
@@ -475,6 +477,74 @@ def import_stream(catalog: Catalog, bank: str, stream: IO[bytes], fmt: str | Non
         rows = read_rows(io.BufferedReader(counted, 1 << 20), fmt)
         total = (lambda: min(0.99, counted.count / size)) if size else None
     return importer.run(rows, progress, total)
+
+
+# -- import jobs (over HTTP) ----------------------------------------------------------------------
+IMPORT_JOBS_PREFIX = "jobs/import"
+STALE_SECONDS = 120  # a running job not updated for this long lost its replica
+
+
+class ImportJob(BaseModel):
+    """An import started over HTTP; the shape of a reindex job's status, with the report."""
+
+    job_id: str
+    bank: str
+    state: Literal["pending", "running", "succeeded", "failed"] = "pending"
+    progress: float = 0.0
+    message: str = ""
+    report: ImportReport | None = None
+    error: str | None = None
+    created_at: str = Field(default_factory=now_iso)
+    updated_at: str = Field(default_factory=now_iso)
+    finished_at: str | None = None
+
+
+def new_import_job(bank: str) -> ImportJob:
+    return ImportJob(job_id=f"i_{int(time.time())}_{secrets.token_hex(4)}", bank=bank)
+
+
+def write_job(store: ObjectStore, job: ImportJob) -> None:
+    job.updated_at = now_iso()
+    store.put_json(f"{IMPORT_JOBS_PREFIX}/{job.job_id}.json", job.model_dump())
+
+
+def read_job(store: ObjectStore, bank: str, job_id: str) -> ImportJob:
+    if not re.fullmatch(r"i_\d+_[0-9a-f]{8}", job_id):
+        raise NotFound(f"no import job {job_id!r}")
+    try:
+        job = ImportJob(**store.get_json(f"{IMPORT_JOBS_PREFIX}/{job_id}.json"))
+    except FileNotFoundError:
+        raise NotFound(f"no import job {job_id!r}") from None
+    if job.bank != bank:
+        raise NotFound(f"no import job {job_id!r} for bank {bank!r}")
+    age = datetime.now(timezone.utc) - datetime.fromisoformat(job.updated_at)
+    if job.state in ("pending", "running") and age.total_seconds() > STALE_SECONDS:
+        job = job.model_copy(update={"state": "failed", "error": f"the replica running it stopped {int(age.total_seconds())} s ago; "
+                                     "run the import again: what was committed is skipped"})
+    return job
+
+
+def run_import_job(store: ObjectStore, catalog: Catalog, job: ImportJob, stream: IO[bytes], fmt: str | None, name: str | None, size: int | None) -> ImportJob:
+    """Run an import, recording its progress (at most twice a second) and its report in the store."""
+    last = 0.0
+
+    def progress(fraction: float, message: str) -> None:
+        nonlocal last
+        job.state, job.progress, job.message = "running", round(fraction, 3), message
+        if time.monotonic() - last > 0.5:
+            last = time.monotonic()
+            write_job(store, job)
+
+    job.state = "running"
+    write_job(store, job)
+    try:
+        job.report = import_stream(catalog, job.bank, stream, fmt, name=name, size=size, progress=progress)
+        job.state, job.progress, job.message = "succeeded", 1.0, job.report.summary()
+    except Exception as exc:  # recorded for the caller; the committed batches stay, whole
+        job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
+    job.finished_at = now_iso()
+    write_job(store, job)
+    return job
 
 
 # -- exporting ---------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ class IndexSettings(BaseModel):
 
 class LimitSettings(BaseModel):
     max_upload_bytes: int = 50 * 1024 * 1024
+    max_import_bytes: int = Field(4 * 1024**3, ge=1, description="a hash list imported over HTTP (spooled to a temporary file)")
     max_image_pixels: int = 64_000_000
     max_text_chars: int = 100_000
     max_video_seconds: float = Field(600.0, gt=0, description="longer videos are refused (413)")

@@ -161,5 +161,10 @@ def to_matches(ingress, signal_type: SignalType, hits, part: str | None) -> list
             continue
         out.append(Match(bank=bank, entry_id=entry_id, signal_type=signal_type.name, distance=distance,
                          score=round(signal_type.score(distance), 6), threshold=threshold,
-                         labels=catalog.banks.get(bank, {}).get("labels", []), metadata=entry.get("metadata", {}), part=part))
+                         labels=_labels(catalog.banks.get(bank, {}).get("labels", []), entry.get("labels")), metadata=entry.get("metadata", {}), part=part))
     return out
+
+
+def _labels(bank_labels: list[str], entry_labels: list[str] | None) -> list[str]:
+    """The bank's labels, then the entry's own (an imported list's), each once."""
+    return list(dict.fromkeys([*bank_labels, *(entry_labels or ())])) if entry_labels else bank_labels
