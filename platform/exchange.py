@@ -234,7 +234,7 @@ class Pending:
     signals: dict[str, Any]
     labels: list[str]
     metadata: dict[str, Any]
-    lines: list[int] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)  # its rows not reported bad (yet)
     bad: bool = False
 
 
@@ -300,6 +300,13 @@ def _external_id(value: Any) -> str | None:
     return text
 
 
+def _raw_external_id(fields: dict[str, Any]) -> str | None:
+    try:
+        return _external_id(fields.get("external_id"))
+    except InvalidInput:
+        return None
+
+
 def _labels(value: Any) -> list[str]:
     if value is None:
         return []
@@ -355,7 +362,12 @@ class Importer:
                 external_id, content_type, signals, labels, metadata = check_row(fields)
             except InvalidInput as exc:
                 self.bad(line, str(exc))
-                if pending is not None and fields.get("external_id") and str(fields["external_id"]).strip() == pending.external_id:
+                bad_id = _raw_external_id(fields)
+                if bad_id is not None:  # the rest of its entry must not be banked either
+                    if pending is None or pending.external_id != bad_id:
+                        if pending is not None:
+                            self.finish(pending)
+                        pending = Pending(line, bad_id, "", {}, [], {}, [])
                     pending.bad = True
                 continue
             if pending is not None and external_id is not None and external_id == pending.external_id:
@@ -385,8 +397,10 @@ class Importer:
             self.on_bad(row)
 
     def merge(self, pending: Pending, line: int, content_type: str, signals: dict, labels: list, metadata: dict) -> None:
-        pending.lines.append(line)
-        if content_type != pending.content_type or labels != pending.labels or metadata != pending.metadata:
+        """Another signal of the entry being read (the row after it with the same external_id)."""
+        if pending.bad:
+            pending.lines.append(line)
+        elif content_type != pending.content_type or labels != pending.labels or metadata != pending.metadata:
             self.bad(line, f"content_type, labels or metadata differ from line {pending.line}, an earlier row of external_id {pending.external_id!r}")
             pending.bad = True
         elif set(signals) & set(pending.signals):
@@ -394,13 +408,13 @@ class Importer:
             pending.bad = True
         else:
             pending.signals.update(signals)
+            pending.lines.append(line)
 
     def finish(self, pending: Pending) -> None:
         """Bank a read entry (next batch), skip it if banked already, or report why not."""
         if pending.bad:
             for line in pending.lines:
-                if not any(b.line == line for b in self.report.bad[-len(pending.lines):]):
-                    self.bad(line, f"not banked: another row of external_id {pending.external_id!r} is bad")
+                self.bad(line, f"not banked: another row of external_id {pending.external_id!r} is bad")
             return
         values = [(n, v if isinstance(v, str) else json.dumps(v)) for n, v in pending.signals.items()]
         if pending.external_id is not None:

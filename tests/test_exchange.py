@@ -115,6 +115,23 @@ def test_threatexchange_and_hma_names_and_json_lines(local_store):
     assert text["signals"]["text_exact"] == SIGNAL_TYPES["text_exact"].compute("A caption shared as text by a partner!").value
 
 
+def test_an_entry_with_a_bad_row_is_not_banked_at_all(local_store):
+    catalog = Catalog(local_store)
+    catalog.create_bank("b")
+    pdq, md5 = hashes(1, 11)[0], hashes(1, 12, 16)[0]
+    rows = ["signal_type,signal,content_type,external_id",
+            "pdq,00ff,photo,e1", f"md5,{md5},photo,e1",          # a bad row first, then a good one of the same entry
+            f"pdq,{pdq},photo,e2", "md5,xyz,photo,e2",            # a good row first, then a bad one
+            f"pdq,{hashes(1, 13)[0]},photo,e3", f"md5,{md5},video,e3",  # rows of one entry that disagree
+            f"pdq,{hashes(1, 14)[0]},photo,e4", f"md5,{hashes(1, 15, 16)[0]},photo,e4"]  # good: one entry, two signals
+    report = import_text(catalog, "b", "\n".join(rows) + "\n")
+    assert [(b.line, b.reason.split(":")[0]) for b in report.bad] == [
+        (2, "pdq must be a 64-character hex string"), (3, "not banked"), (4, "not banked"), (5, "md5 must be a 32-character hex string"),
+        (6, "not banked"), (7, "content_type, labels or metadata differ from line 6, an earlier row of external_id 'e3'")]
+    (entry,) = entries(catalog, "b")
+    assert entry["external_id"] == "e4" and set(entry["signals"]) == {"pdq", "md5"}
+
+
 def test_an_interrupted_import_can_be_run_again(local_store, monkeypatch):
     catalog = Catalog(local_store)
     catalog.create_bank("b")
