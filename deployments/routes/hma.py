@@ -31,7 +31,7 @@ from mediamatch.platform.media import CONTENT_TYPES
 from mediamatch.platform.signals import get_signal_type
 
 from ..http import IngressDep, read_body
-from .matching import match_part
+from .matching import match_parts
 
 
 class HmaRoute(APIRoute):
@@ -96,18 +96,16 @@ def raw_signal(signal_type: str, signal: str) -> tuple[str, Any]:
 async def lookup(ingress, request: Request, values: dict[str, Any], banks: list[str] | None, content_type: str | None = None,
                  content: bytes | None = None) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Per signal type, per bank, HMA's `{"bank_content_id", "distance"}` of every match: what
-    /v1/match finds for the same values (or the same uploaded content)."""
+    /v1/match finds for the same values (or the same uploaded content), through the same code."""
     who = ingress.principal(request)
     who.require("match")
-    named, scope = banks, who.scope(banks)
-    seq = await ingress.run(ingress.follow_catalog)
-    unknown = [bank for bank in named or () if bank not in ingress.catalog.banks]
-    if unknown:
-        raise NotFound(f"bank '{unknown[0].upper()}' not found")
-    raw = None if content is not None else values
-    computed, matches, _ = await match_part(ingress, None, content, content_type or "photo", raw, scope, None, seq)
-    out: dict[str, dict[str, list[dict[str, Any]]]] = {hma_signal_name(n, content_type): {} for n in computed}
-    for m in sorted(matches, key=lambda m: (m.distance, m.entry_id)):
+    part = (None, content, content_type or "photo", None if content is not None else values)
+    try:
+        result = await match_parts(ingress, who, [part], banks, None)
+    except NotFound as exc:
+        raise NotFound(str(exc).replace("no bank named", "bank") + " not found") from None
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {hma_signal_name(n, content_type): {} for n in result.signals}
+    for m in sorted(result.matches, key=lambda m: (m.distance, m.entry_id)):
         out.setdefault(hma_signal_name(m.signal_type, content_type), {}).setdefault(m.bank.upper(), []).append(
             {"bank_content_id": m.entry_id, "distance": f"{m.distance:g}"})
     return out
