@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-from .catalog import Catalog, Entry, new_entry_id, now_iso
+from .catalog import Catalog, new_entry_id, now_iso
 from .errors import InvalidInput, NotFound
 from .media import CONTENT_TYPES
 from .signals import SIGNAL_TYPES, compute_signals, signal_types_for
@@ -649,8 +649,3 @@ def _parquet_chunks(rows: Iterator[dict[str, Any]], size: int) -> Iterator[bytes
             yield sink.take()
     yield sink.take()
 
-
-def entries_of(catalog: Catalog, bank: str) -> list[Entry]:
-    """A bank's entries as models (tests and small tools)."""
-    with catalog._lock:
-        return [Entry(**e) for e in catalog.entries[bank].values()]
