@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
+
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -123,3 +125,35 @@ def replica_rss(deployment: str) -> int:
     import psutil
 
     return sum(p.memory_info().rss for p in psutil.process_iter(["cmdline"]) if f"ServeReplica:mediamatch:{deployment}" in " ".join(p.info["cmdline"] or []))
+
+
+@st.composite
+def damaged_keypoints(draw) -> str:
+    """A valid stored keypoints value with characters flipped, cut or inserted."""
+    from mediamatch.platform import verify
+
+    n = draw(st.integers(0, 4))
+    points = np.array(draw(st.lists(st.tuples(st.floats(0, 300), st.floats(0, 512)), min_size=n, max_size=n)) or np.zeros((0, 2)), np.float32)
+    value = list(verify.serialize(verify.Features(points.reshape(n, 2), np.zeros((n, 32), np.uint8), (300, 512))))
+    for _ in range(draw(st.integers(0, 6))):
+        at = draw(st.integers(0, len(value)))
+        action = draw(st.sampled_from(["flip", "cut", "insert"]))
+        if action == "flip" and at < len(value):
+            value[at] = draw(st.sampled_from("0123456789:+/=Akp-"))
+        elif action == "cut":
+            del value[at:]
+        else:
+            value[at:at] = draw(st.text("0123456789:+/=ABCkp", max_size=6))
+    return "".join(value)
+
+
+@given(st.one_of(damaged_keypoints(), st.text(max_size=200)))
+def test_stored_keypoints_parse_or_fail_cleanly(value):
+    from mediamatch.platform import verify
+
+    try:
+        features = verify.parse(value)
+    except InvalidInput:
+        return
+    assert features.points.shape == (len(features), 2) and features.descriptors.shape == (len(features), 32)
+    verify.fit(features, features)  # a value that parses can be verified

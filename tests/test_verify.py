@@ -1,0 +1,81 @@
+"""Geometric verification: copies under crops, turns, flips, pads and screenshots fit their
+original with many inliers, other photos do not; images without keypoints give no evidence;
+the stored form is compact and strictly parsed."""
+
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mediamatch.platform import verify
+from mediamatch.platform.errors import InvalidInput
+from mediamatch.platform.models.edits import EVAL_EDITS
+
+# Measured on scikit-image's photos and openclipart drawings (benchmarks/bench_verify.py):
+# non-copies' best candidate stays near 3 inliers (at most ~15), copies have dozens to hundreds.
+COPY = 40
+NOT_A_COPY = 20
+
+
+@pytest.fixture(scope="module")
+def banked(photos):
+    return [verify.extract(p) for p in photos]
+
+
+@pytest.mark.parametrize("edit, least", [("crop", 6), ("rotate", 6), ("flip", 7), ("pad", 6), ("overlay", 4), ("flip+crop", 6), ("resize", 6)])
+def test_copies_verify_and_other_photos_do_not(photos, banked, edit, least):
+    """Of 8 copies, at least `least` verify (a screenshot's photo is a small part of it: fewer
+    of its keypoints are the photo's); no other photo comes near."""
+    verified = 0
+    for i, image in enumerate(photos[:8]):  # the rest are what overlays draw on: not banked here
+        query = verify.query_features(EVAL_EDITS[edit](image, random.Random(i), photos[8:]))
+        scores = [verify.verify(query, b).inliers for b in banked[:8]]
+        verified += scores[i] >= COPY
+        assert max(s for j, s in enumerate(scores) if j != i) < NOT_A_COPY, (edit, i, scores)
+    assert verified >= least, (edit, verified)
+
+
+def test_a_mirrored_copy_says_so(photos, banked):
+    from PIL import ImageOps
+
+    result = verify.verify(verify.query_features(ImageOps.mirror(photos[0])), banked[0])
+    assert result.mirrored and result.inliers >= COPY and 0 < result.ratio <= 1
+    assert not verify.verify(verify.query_features(photos[0]), banked[0]).mirrored
+
+
+@pytest.mark.parametrize("size", [(1, 1), (200, 200), (20000, 3), (3, 9000), (31, 400)])
+def test_images_without_keypoints_give_no_evidence(photos, banked, size):
+    flat = Image.new("RGB", size, (90, 140, 200))
+    features = verify.extract(flat)
+    assert len(features) == 0 and max(features.size) == verify.SIDE
+    assert verify.verify(verify.query_features(flat), banked[0]) == verify.NO_EVIDENCE
+    assert verify.verify(verify.query_features(photos[0]), features) == verify.NO_EVIDENCE
+    assert not verify.NO_EVIDENCE.evidence
+    assert verify.parse(verify.serialize(features)).points.shape == (0, 2)
+
+
+def test_stored_form_round_trips_compactly(banked):
+    features = banked[0]
+    value = verify.serialize(features)
+    parsed = verify.parse(value)
+    assert len(parsed) == len(features) <= verify.MAX_KEYPOINTS
+    assert np.array_equal(parsed.descriptors, features.descriptors) and parsed.size == features.size
+    assert np.abs(parsed.points - features.points).max() <= 0.25  # float16 at 512 px: a quarter pixel
+    assert len(value) <= 4 * -(-36 * verify.MAX_KEYPOINTS // 3) + 40  # 36 bytes a keypoint, base64
+
+
+def _valid() -> str:
+    return verify.serialize(verify.Features(np.array([[1.5, 2.0], [511.0, 100.0]], np.float32), np.full((2, 32), 7, np.uint8), (512, 300)))
+
+
+@pytest.mark.parametrize("value", [
+    None, 3, "", "kp1", _valid().replace("kp1", "kp2"), _valid().replace(":2:", ":3:", 1), _valid().replace(":512:", ":511:", 1),
+    _valid().replace(":300:", ":0:", 1), _valid()[:-4], _valid() + "A", _valid().replace(":", "::", 1),
+    verify.serialize(verify.Features(np.array([[600.0, 2.0]], np.float32), np.zeros((1, 32), np.uint8), (512, 300))),
+    verify.serialize(verify.Features(np.array([[np.nan, 2.0]], np.float32), np.zeros((1, 32), np.uint8), (512, 300))),
+    verify.serialize(verify.Features(np.zeros((301, 2), np.float32), np.zeros((301, 32), np.uint8), (512, 512))),
+])
+def test_parse_refuses_what_is_not_consistent(value):
+    with pytest.raises(InvalidInput):
+        verify.parse(value)
