@@ -156,7 +156,7 @@ def signal_table(
 ) -> pa.Table:
     """The job's signal schema: entry_id + value as fixed-size binary, fixed-size float list or
     string (bag signals: their whole value) (+ bank and enabled, for catalog entries)."""
-    if signal_type.index_kind == "exact" or signal_type.bag:
+    if signal_type.index_kind in ("exact", "stored") or signal_type.bag:
         column = pa.array(values, pa.string())
     elif signal_type.index_kind == "binary":
         column = pa.array([bytes.fromhex(v) for v in values], pa.binary(signal_type.dim // 8))
@@ -174,7 +174,7 @@ def column_values(signal_type: SignalType, column: pa.ChunkedArray | pa.Array) -
     """A value column as the index takes it: (n, bytes) uint8, (n, dim) float32, uint32 keys or
     strings (a bag signal's table is exploded into rows first: `explode`)."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if signal_type.index_kind == "exact":
+    if signal_type.index_kind in ("exact", "stored"):
         return np.asarray(array.to_pylist(), dtype=object)
     if signal_type.index_kind == "postings":
         return array.to_numpy(zero_copy_only=False).astype(np.uint32)
@@ -385,7 +385,7 @@ def write_shard(store: ObjectStore, prefix: str, number: int, shard: Shard, tabl
     from mediamatch.platform.index import serialize
 
     ids_key = f"{prefix}/shard-{number:04d}.ids.parquet"
-    keep_values = shard.params.type in ("exact", "postings") or "value" not in table.column_names
+    keep_values = shard.params.type in ("exact", "postings", "stored") or "value" not in table.column_names
     columns = table if keep_values else table.drop_columns(["value"])
     blobs = {ids_key: _parquet_bytes(columns)}
     index_key = None
@@ -456,7 +456,7 @@ def recall_at_k(approx: list[list[tuple[str, float]]], exact: list[list[tuple[st
 
 def measure_recall(params: IndexParams, results: list[dict], target: float) -> tuple[float, int | None, str]:
     """Merged recall over all shards, and the nprobe that reaches the target."""
-    if params.type in ("exact", "flat", "binary_flat"):
+    if params.type in ("exact", "stored", "flat", "binary_flat"):
         return 1.0, params.nprobe, "exact index"
     results = [r for r in results if r["approx"]]  # shards with nothing in them answer nothing
     if not results:

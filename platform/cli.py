@@ -330,6 +330,8 @@ def hash_command(obj: Context, file: Path | None, text: str | None, content_type
         elif isinstance(signal.value, list):
             head = " ".join(f"{v:.4f}" for v in signal.value[:4])
             click.echo(f"{name} [{len(signal.value)} floats] {head} ...")
+        elif isinstance(signal.value, str) and len(signal.value) > 200:  # keypoints, a video's frames: their head
+            click.echo(f"{name} [{len(signal.value)} characters] {signal.value[:60]}...")
         else:
             click.echo(f"{name} {signal.value}" + (f" quality {signal.quality:g}" if signal.quality is not None else ""))
 

@@ -7,7 +7,8 @@ Three kinds, chosen from the signal type and the number of vectors:
   index whose chunking makes every hash within the match radius a guaranteed candidate
   (pigeonhole), so range search stays exact at that radius;
 - exact digests (MD5, normalised text): a hash table;
-- integer keys (audio landmarks, many per entry): sorted postings searched with numpy.
+- integer keys (audio landmarks, many per entry): sorted postings searched with numpy;
+- stored values (a photo's keypoints, for the verifier): each entry's value, looked up by entry id.
 The same code serves the reindex job (build) and the shard searchers (load and search).
 """
 
@@ -23,7 +24,7 @@ from pydantic import BaseModel
 from .settings import IndexSettings
 from .signals import SignalType
 
-IndexType = Literal["exact", "postings", "flat", "ivfpq", "binary_flat", "binary_multihash"]
+IndexType = Literal["exact", "postings", "stored", "flat", "ivfpq", "binary_flat", "binary_multihash"]
 
 
 def faiss_module():
@@ -55,7 +56,7 @@ class IndexParams(BaseModel):
 def choose_params(signal_type: SignalType, count: int, settings: IndexSettings) -> IndexParams:
     """Index type and parameters from the signal's kind and dimension and the vector count."""
     kind, dim = signal_type.index_kind, signal_type.dim
-    if kind in ("exact", "postings"):
+    if kind in ("exact", "postings", "stored"):
         return IndexParams(type=kind)
     if kind == "binary":
         if count < settings.flat_max:
@@ -170,6 +171,7 @@ class Shard:
     index: object = None
     table: dict[str, list[int]] | None = None  # exact kind: digest -> rows
     keys: np.ndarray | None = None  # postings kind: uint32 key per row
+    values: np.ndarray | None = None  # stored kind: each row's value (object array)
     _sorted: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # (keys sorted, their rows)
     banks: np.ndarray | None = None  # object array of bank names; None: rows have no bank
     enabled: np.ndarray | None = None  # bool per row; None: all enabled
@@ -219,6 +221,8 @@ class Shard:
             return cls(params, ids, table=digest_table(values), **flags)
         if params.type == "postings":
             return cls(params, ids, keys=np.asarray(values, dtype=np.uint32), **flags)
+        if params.type == "stored":
+            return cls(params, ids, values=np.asarray(values, dtype=object).reshape(len(ids)), **flags)
         index = deserialize(params, trained) if trained else empty_index(params)
         if len(ids):
             index = add_vectors(index, np.ascontiguousarray(values))
@@ -236,6 +240,8 @@ class Shard:
                 self.table.setdefault(value, []).append(row)
         elif self.params.type == "postings":
             self.keys, self._sorted = np.concatenate([self.keys, np.asarray(values, dtype=np.uint32)]), None
+        elif self.params.type == "stored":
+            self.values = np.concatenate([self.values, np.asarray(values, dtype=object).reshape(len(entry_ids))])
         else:
             self.index = add_vectors(self.index, np.ascontiguousarray(values))
         self.entry_ids = np.concatenate([self.entry_ids, np.asarray(entry_ids, dtype=object)])
@@ -296,7 +302,7 @@ class Shard:
 
     def search_rows(self, queries: np.ndarray, k: int, radius: float, only_banks: set[str] | None = None) -> list[list[tuple[int, float]]]:
         """As `search`, with row numbers; rows that may not match (`live`) are skipped."""
-        if len(self.entry_ids) == 0:
+        if len(self.entry_ids) == 0 or self.params.type == "stored":
             return [[] for _ in range(len(queries))]
         if self.params.type == "exact":
             return [[(r, 0.0) for r in self.table.get(q, []) if self.live(r, only_banks)][:k] for q in queries]

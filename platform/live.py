@@ -39,7 +39,7 @@ def slot_of(entry_id: str, slots: int) -> int:
 
 
 def delta_params(signal_type: SignalType) -> IndexParams:
-    kind = {"exact": "exact", "postings": "postings", "binary": "binary_flat", "float": "flat"}[signal_type.index_kind]
+    kind = {"exact": "exact", "postings": "postings", "stored": "stored", "binary": "binary_flat", "float": "flat"}[signal_type.index_kind]
     return IndexParams(type=kind, dim=signal_type.dim)
 
 
@@ -232,6 +232,20 @@ class LiveIndex:
     def _collect(found: list[list[Hit]], shard: Shard, rows: list[list[tuple[int, float]]]) -> None:
         for hits, query_rows in zip(found, rows):
             hits.extend((shard.entry_ids[r], shard.banks[r] if shard.banks is not None else "", d) for r, d in query_rows)
+
+    def values(self, entry_ids: Iterable[str], min_seq: int = 0) -> dict[str, Any]:
+        """The stored value of each entry that has one and may match (enabled, in an enabled
+        bank), after applying the catalog up to `min_seq`: what a verifier looks up."""
+        state = self.state
+        self._catch_up_or_serve(state, min_seq)
+        out = {}
+        with state.lock:
+            for entry_id in entry_ids:
+                for shard, rows in state.locate(entry_id):
+                    live = [r for r in rows.tolist() if shard.live(r)]
+                    if live:
+                        out[entry_id] = shard.values[live[-1]]
+        return out
 
     def status(self) -> dict[str, Any]:
         state = self.state

@@ -122,6 +122,8 @@ class IndexVersions:
             shard = Shard(manifest.params, entry_ids, table=digest_table(table.column("value").to_pylist()), **flags)
         elif manifest.params.type == "postings":
             shard = Shard(manifest.params, entry_ids, keys=table.column("value").to_numpy().astype(np.uint32), **flags)
+        elif manifest.params.type == "stored":
+            shard = Shard(manifest.params, entry_ids, values=np.asarray(table.column("value").to_pylist(), dtype=object), **flags)
         else:
             shard = Shard(manifest.params, entry_ids, index=deserialize(manifest.params, blobs[files.index]), **flags)
         shard.bank_enabled = dict(manifest.banks)

@@ -99,5 +99,5 @@ def test_parse_raw_signals():
 def test_compute_signals_for_a_photo():
     data = (CONFORMANCE / "pdq" / "data" / "bridge-mods" / "aaa-orig.jpg").read_bytes()
     signals = compute_signals(data, "photo")
-    assert set(signals) == {"pdq", "image_embedding", "md5"} and signals["pdq"].quality == 100
+    assert set(signals) == {"pdq", "image_embedding", "md5", "keypoints"} and signals["pdq"].quality == 100
     assert len(signals["image_embedding"].value) == 256

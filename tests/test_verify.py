@@ -79,3 +79,51 @@ def _valid() -> str:
 def test_parse_refuses_what_is_not_consistent(value):
     with pytest.raises(InvalidInput):
         verify.parse(value)
+
+
+# -- the keypoints signal and its stored table ------------------------------------------------
+from conftest import jpeg  # noqa: E402
+from mediamatch.platform.catalog import Catalog, Entry  # noqa: E402
+from mediamatch.platform.live import LiveIndex  # noqa: E402
+from mediamatch.platform.signals import SIGNAL_TYPES  # noqa: E402
+
+KEYPOINTS = SIGNAL_TYPES["keypoints"]
+
+
+def test_keypoints_signal_is_stored_not_searched(photos):
+    signal = KEYPOINTS.compute(jpeg(photos[0]))
+    assert KEYPOINTS.parse(signal.value) == signal.value and not KEYPOINTS.searched and SIGNAL_TYPES["pdq"].searched
+    flat = KEYPOINTS.compute(jpeg(Image.new("RGB", (300, 300), "white")))
+    assert flat.value is None and "keypoints" in flat.reason
+    copy = KEYPOINTS.compute(jpeg(photos[0].crop((20, 20, 200, 180)))).value
+    assert KEYPOINTS.distance(copy, signal.value) <= KEYPOINTS.default_threshold < KEYPOINTS.distance(copy, KEYPOINTS.compute(jpeg(photos[1])).value)
+
+
+def test_stored_keypoints_follow_the_catalog(local_store, photos):
+    catalog = Catalog(local_store)
+    catalog.create_bank("a")
+    values = [KEYPOINTS.compute(jpeg(p)).value for p in photos[:3]]
+    x, y, z = catalog.add_entries("a", [Entry(bank="a", content_type="photo", signals={"keypoints": v}) for v in values])
+    live = LiveIndex(local_store, KEYPOINTS)
+    assert live.values([x.entry_id, y.entry_id, "e_unknown"]) == {x.entry_id: values[0], y.entry_id: values[1]}
+    assert live.search(KEYPOINTS.encode(values[:1]), 10, 1.0) == (None, [[]])  # looked up, never searched
+    catalog.update_entry("a", x.entry_id, enabled=False)
+    catalog.delete_entry("a", y.entry_id)
+    assert live.values([x.entry_id, y.entry_id, z.entry_id], min_seq=catalog.seq) == {z.entry_id: values[2]}
+
+
+def test_reindex_computes_keypoints_from_stored_media(local_store, photos, ray_session):
+    from mediamatch.indexing.reindex import reindex
+    from mediamatch.platform.settings import Settings
+
+    catalog = Catalog(local_store)
+    catalog.create_bank("a")
+    media = [jpeg(p) for p in photos[:4]]
+    entries = catalog.add_entries("a", [Entry(bank="a", content_type="photo", signals={"pdq": SIGNAL_TYPES["pdq"].compute(m).value},
+                                              media=catalog.put_media(m)) for m in media])  # banked before keypoints existed
+    manifest = reindex(Settings(storage=local_store.uri), ["keypoints"], store=local_store)["keypoints"]
+    assert manifest.count == 4 and manifest.params.type == "stored"
+    live = LiveIndex(local_store, KEYPOINTS)
+    assert live.status()["version"] == manifest.version and live.status()["live_delta"] == 0
+    stored = live.values([e.entry_id for e in entries])
+    assert stored == {e.entry_id: KEYPOINTS.compute(m).value for e, m in zip(entries, media)}

@@ -10,6 +10,7 @@ from .base import Signal, SignalType
 from .audio import AudioFingerprint
 from .hashes import MD5, PDQ, TextExact, normalize_text
 from .image_embedding import ImageEmbedding
+from .keypoints import Keypoints
 from .text_embedding import TextEmbedding
 from .text_minhash import TextMinHash
 from .video import VPDQ
@@ -18,7 +19,7 @@ from .video_embedding import VideoEmbedding
 _IMAGE = ImageEmbedding()
 SIGNAL_TYPES: dict[str, SignalType] = {
     s.name: s
-    for s in (PDQ(), _IMAGE, MD5(), VPDQ(), VideoEmbedding(_IMAGE), AudioFingerprint(), TextExact(), TextMinHash(), TextEmbedding())
+    for s in (PDQ(), _IMAGE, MD5(), Keypoints(), VPDQ(), VideoEmbedding(_IMAGE), AudioFingerprint(), TextExact(), TextMinHash(), TextEmbedding())
 }
 
 __all__ = ["SIGNAL_TYPES", "Signal", "SignalType", "compute_signals", "configure_signal_types", "get_signal_type", "normalize_text", "signal_types_for"]

@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import InvalidInput
 from ..settings import LimitSettings
 
-IndexKind = Literal["binary", "float", "exact", "postings"]
+IndexKind = Literal["binary", "float", "exact", "postings", "stored"]  # stored: kept per entry, looked up by id, never searched
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,11 @@ class SignalType(ABC):
     def index_radius(self) -> float:
         """How far apart two index rows may be and still match (the row unit)."""
         return self.default_threshold
+
+    @property
+    def searched(self) -> bool:
+        """Whether the service searches an index of it (else its values are only looked up by entry)."""
+        return self.index_kind != "stored"
 
     def configure(self, settings) -> None:
         """Take what this type needs from the settings (which model, where); most need nothing."""
