@@ -23,6 +23,7 @@ from mediamatch.platform.signals import SIGNAL_TYPES, get_signal_type
 from .ingress import Ingress
 from .searcher import ShardSearcher
 from .signals import SignalComputer
+from .verifier import Verifier
 
 
 def deployment_options(config: DeploymentSettings, name: str, access_log: bool, model: bool = False) -> dict[str, Any]:
@@ -85,9 +86,15 @@ def stage_groups(settings: Settings) -> tuple[list[list[str]], list[list[str]]]:
     (`per_signal_type`: each scaled on its own, the shape of a cluster)."""
     names = served_types(settings)
     models = [n for n in names if SIGNAL_TYPES[n].needs_model]
+    searched = [n for n in names if SIGNAL_TYPES[n].searched]  # keypoints are looked up by the Verifier instead
     if settings.serve.layout == "compact":
-        return ([models] if models else []), [names]
-    return [[n] for n in models], [[n] for n in names]
+        return ([models] if models else []), [searched]
+    return [[n] for n in models], [[n] for n in searched]
+
+
+def verifies(settings: Settings) -> bool:
+    """Whether the application verifies photo candidates (a Verifier deployment)."""
+    return settings.verify.enabled and "keypoints" in served_types(settings)
 
 
 def group_name(kind: str, types: list[str], settings: Settings) -> str:
@@ -106,6 +113,7 @@ def deployment_names(settings: Settings) -> list[str]:
         ["Ingress", "Hasher"]
         + [group_name("Embedder", g, settings) for g in embedders]
         + [searcher_name(group_name("Searcher", g, settings), slot) for g in searchers for slot in range(settings.serve.search_slots)]
+        + (["Verifier"] if verifies(settings) else [])
     )
 
 
@@ -123,7 +131,9 @@ def build_app(settings: Settings) -> Application:
         name, slots = group_name("Searcher", group, settings), serve_cfg.search_slots
         options = [deployment_options(serve_cfg.searcher, searcher_name(name, slot), serve_cfg.access_log) for slot in range(slots)]
         searchers.append([group, [ShardSearcher.options(**options[slot]).bind(config, group, slot, slots) for slot in range(slots)]])
-    return Ingress.options(**deployment_options(serve_cfg.ingress, "Ingress", serve_cfg.access_log)).bind(config, computers, searchers)
+    verifier = Verifier.options(**deployment_options(serve_cfg.verifier, "Verifier", serve_cfg.access_log)).bind(config) if verifies(settings) else None
+    stored = [n for n in served_types(settings) if not SIGNAL_TYPES[n].searched]  # computed and kept at banking, never searched
+    return Ingress.options(**deployment_options(serve_cfg.ingress, "Ingress", serve_cfg.access_log)).bind(config, computers, searchers, stored, verifier)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -46,9 +46,11 @@ UPLOADED_TYPES = [c for c in CONTENT_TYPES if c != "post"]
 @serve.deployment
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, settings: dict[str, Any], computers: list[list], searchers: list[list]):
+    def __init__(self, settings: dict[str, Any], computers: list[list], searchers: list[list], stored: list[str] = (), verifier: Any = None):
         """`computers`: [signal types, handle] of each signal deployment; `searchers`: [signal
-        types, one handle per slot] of each searcher group (see `app.stage_groups`)."""
+        types, one handle per slot] of each searcher group (see `app.stage_groups`); `stored`:
+        the types computed at banking and never searched (keypoints); `verifier`: the Verifier's
+        handle (None: photo candidates are not verified)."""
         self.settings = Settings(**settings)
         configure_signal_types(self.settings)  # thresholds of model signals come with their model
         self.store = ObjectStore.from_settings(self.settings)
@@ -61,6 +63,8 @@ class Ingress:
         self.searchers = {tuple(types): handles for types, handles in searchers}
         self.served = [get_signal_type(name) for types in self.searchers for name in types]
         self.served_names = {s.name for s in self.served}
+        self.stored = [get_signal_type(name) for name in stored]
+        self.verifier = verifier
         self.jobs: dict[str, Any] = {}  # reindex job id -> its task's ObjectRef
         if self.auth.anonymous:
             log.warning("no tokens configured: every loopback client may do anything, others are refused")
@@ -143,7 +147,8 @@ class Ingress:
         """An entry with every served signal of the media (computed before anything is stored)."""
         if content_type not in UPLOADED_TYPES:
             raise InvalidInput(f"content_type must be one of {', '.join(UPLOADED_TYPES)}")
-        signals = await self.compute(content, content_type, self.wanted_types(content_type, None))
+        kept = [s for s in self.stored if content_type in s.content_types]
+        signals = await self.compute(content, content_type, self.wanted_types(content_type, None) + kept)
         values = {name: s.value for name, s in signals.items() if s.value is not None}
         if not values:
             reasons = "; ".join(f"{n}: {s.reason}" for n, s in signals.items()) or f"no signal type served for {content_type}"

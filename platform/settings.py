@@ -67,6 +67,18 @@ DATA_PLANES: dict[str, dict[str, str]] = {
 DataPlane = Literal["proxy", "haproxy", "throughput", "haproxy+throughput"]
 
 
+class VerifySettings(BaseModel):
+    """Geometric verification of photo candidates (`deployments/verifier.py`)."""
+
+    enabled: bool = Field(True, description="verify photo queries' candidates against banked keypoints (a Verifier deployment)")
+    candidates: int = Field(20, ge=1, le=200, description="candidates verified per query: each photo signal's nearest, within `radius`")
+    radius: dict[str, float] = Field(
+        default_factory=lambda: {"pdq": 63, "image_embedding": 1.0},
+        description="per photo signal, how far a candidate may be (looser than its match threshold: verification makes up the precision)",
+    )
+    cache_entries: int = Field(20_000, ge=0, description="parsed banked keypoints kept in memory per replica (about 12 KB each)")
+
+
 class ServeSettings(BaseModel):
     ingress: DeploymentSettings = Field(
         default_factory=lambda: DeploymentSettings(max_ongoing_requests=64, target_ongoing_requests=8, max_queued_requests=100)
@@ -74,6 +86,7 @@ class ServeSettings(BaseModel):
     hasher: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.25))
     embedder: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.5, max_replicas=1))
     searcher: DeploymentSettings = Field(default_factory=DeploymentSettings)
+    verifier: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.5))
     signal_types: list[str] | None = Field(None, description="signal types served; None: every known one")
     data_plane: DataPlane = Field(
         "haproxy",
@@ -126,6 +139,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     commit_batch: int = Field(500, ge=1, description="entries per catalog commit when banking many files")
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
     tokens: list[TeamToken] = Field(default_factory=list, description="no tokens: anonymous, loopback only")
     loadtest_report: str | None = Field(
         None, description="the folder (a path or s3:// URI) of the load-test report the web console shows: `mediamatch loadtest --out DIR`"

@@ -249,7 +249,7 @@ def test_operations_endpoints(service):
     rest = service.ok("GET", f"/v1/banks/quality/entries?limit=150&cursor={listing['next_cursor']}")
     assert len(rest["entries"]) == 50 and rest["next_cursor"] is None
     types = {t["name"] for t in service.ok("GET", "/v1/signal-types", "matcher")["signal_types"]}
-    assert types == {"pdq", "image_embedding", "md5", "vpdq", "video_embedding", "audio_fingerprint", "text_exact", "text_minhash", "text_embedding"}
+    assert types == {"pdq", "image_embedding", "md5", "vpdq", "video_embedding", "audio_fingerprint", "text_exact", "text_minhash", "text_embedding", "keypoints"}
     metrics = service.call("GET", "/metrics", team=None).text
     assert 'mediamatch_requests_total{endpoint="/v1/match",method="POST",status="200"}' in metrics
     assert "mediamatch_index_entries" in metrics and "mediamatch_request_seconds_bucket" in metrics

@@ -9,8 +9,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from mediamatch.platform.auth import Principal
-from mediamatch.platform.errors import InvalidInput, NotFound
+from mediamatch.platform.errors import InvalidInput, MediamatchError, NotFound
 from mediamatch.platform.signals import SignalType, get_signal_type
+from mediamatch.platform.signals.keypoints import inlier_distance
 
 from .. import metrics
 from ..http import IngressDep, Upload, csv_field, either_body, read_request
@@ -26,7 +27,7 @@ async def signal_types(request: Request, ingress: IngressDep) -> dict[str, list[
         "signal_types": [
             SignalTypeOut(name=s.name, content_types=sorted(s.content_types), index_kind=s.index_kind, unit=s.unit,
                           default_threshold=s.default_threshold, threshold=ingress.threshold(s))
-            for s in ingress.served
+            for s in [*ingress.served, *ingress.stored]
         ]
     }
 
@@ -111,26 +112,46 @@ async def match_part(ingress, part, content, content_type, raw, banks, requested
         values = {n: s.value for n, s in computed.items() if s.value is not None}
     else:
         values = {n: v for n, v in raw.items() if not requested or n in requested}
-    found = await search(ingress, {n: v for n, v in values.items() if n in ingress.served_names}, banks, seq)
-    matches, versions = [], {}
+    verifying = ingress.verifier is not None and content_type == "photo" and isinstance(content, bytes) and (not requested or "keypoints" in requested)
+    found = await search(ingress, {n: v for n, v in values.items() if n in ingress.served_names}, banks, seq, verifying)
+    matches, versions, candidates = [], {}, {}
     for name, (version, hits) in found.items():
         versions[name] = version
         matches += to_matches(ingress, get_signal_type(name), hits, part)
+        candidates.update((entry_id, bank) for entry_id, bank, _ in hits[: ingress.settings.verify.candidates])
+    if verifying and candidates:
+        matches += await verified(ingress, content, candidates, seq, part)
     return values, matches, versions
 
 
-async def search(ingress, values: dict[str, Any], banks: list[str] | None, seq: int) -> dict[str, tuple[str | None, list]]:
+async def verified(ingress, content: bytes, candidates: dict[str, str], seq: int, part: str | None) -> list[Match]:
+    """The candidates (entry id -> bank) whose stored keypoints the query fits, as `keypoints` matches."""
+    started = time.perf_counter()
+    fits = await ingress.verifier.verify.remote({"content": content, "candidates": list(candidates), "min_seq": seq})
+    metrics.SEARCH_SECONDS.labels("keypoints").observe(time.perf_counter() - started)
+    if isinstance(fits, MediamatchError):
+        raise fits
+    hits = sorted(((e, candidates[e], inlier_distance(f["inliers"])) for e, f in fits.items() if f["inliers"]), key=lambda h: h[2])
+    return to_matches(ingress, get_signal_type("keypoints"), hits, part)
+
+
+async def search(ingress, values: dict[str, Any], banks: list[str] | None, seq: int, candidates: bool = False) -> dict[str, tuple[str | None, list]]:
     """Signal values through every slot of the searchers that hold them, one call per slot for
     all the values its group holds; per signal type, the version served and the hits merged
-    over slots, nearest first."""
+    over slots, nearest first (with `candidates`: also the nearest within the verifier's looser
+    radius, `verify.radius`, to verify; `to_matches` keeps each type's threshold)."""
     scope = banks if banks is not None else list(ingress.catalog.banks)
     k = ingress.settings.serve.max_matches
+    if candidates:
+        k = max(k, ingress.settings.verify.candidates)
     calls = []
     for group, handles in ingress.searchers.items():
         searches = []
         for name in (n for n in group if n in values):
             signal_type = get_signal_type(name)
             radius = max([ingress.threshold(signal_type, b) for b in scope], default=ingress.threshold(signal_type))
+            if candidates:
+                radius = max(radius, ingress.settings.verify.radius.get(name, radius))
             searches.append({"signal_type": name, "values": [values[name]], "k": k, "radius": radius, "banks": banks, "min_seq": seq})
         if searches:
             calls.append((searches, handles))
