@@ -74,7 +74,7 @@ def test_live_banking_disable_delete(service, photo_corpus):
     service.ok("POST", "/v1/banks", json={"name": "live"})
     photo = photo_corpus[0]
     entry = upload(service, "/v1/banks/live/entries", photo, metadata=json.dumps({"case": 7})).json()
-    assert entry["metadata"] == {"case": 7} and set(entry["signals"]) == {"pdq", "image_embedding", "md5"}
+    assert entry["metadata"] == {"case": 7} and set(entry["signals"]) == {"pdq", "image_embedding", "md5", "keypoints"}
 
     def matched() -> bool:
         result = upload(service, "/v1/match", photo, banks="live").json()
@@ -93,6 +93,33 @@ def test_live_banking_disable_delete(service, photo_corpus):
     assert service.call("DELETE", path).status_code == 204
     assert not matched()
     assert service.call("GET", path).status_code == 404
+
+
+def test_verified_photo_matches(service, photos):
+    """Copies that PDQ and the descriptor's threshold miss (turned, flipped and cropped, padded,
+    shown inside another picture) match through the verifier as `keypoints`; other photos do not."""
+    import random
+
+    from mediamatch.platform.models.edits import EVAL_EDITS
+
+    service.ok("POST", "/v1/banks", json={"name": "verified"})
+    banked, others = photos[:6], photos[6:12]
+    ids = [upload(service, "/v1/banks/verified/entries", jpeg(p)).json()["entry_id"] for p in banked]
+    found = {}
+    for edit in ("rotate", "flip+crop", "pad", "overlay"):
+        for i, image in enumerate(banked):
+            result = upload(service, "/v1/match", jpeg(EVAL_EDITS[edit](image, random.Random(i), others)), banks="verified").json()
+            verified = [m for m in result["matches"] if m["signal_type"] == "keypoints"]
+            assert {m["entry_id"] for m in verified} <= {ids[i]}, (edit, i, verified)
+            found[edit] = found.get(edit, 0) + bool(verified)
+            assert all(m["distance"] <= m["threshold"] and 0 < m["score"] <= 1 for m in verified)
+            assert "keypoints" not in result["signals"]  # the query's features stay in the verifier
+    assert min(found.values()) >= 4, found
+    for image in others:
+        result = upload(service, "/v1/match", jpeg(image), banks="verified").json()
+        assert not [m for m in result["matches"] if m["signal_type"] == "keypoints"]
+    flat = upload(service, "/v1/match", jpeg(Image.new("RGB", (200, 200), "gray")), banks="verified")
+    assert flat.status_code == 200 and not flat.json()["matches"]  # no keypoints: no evidence, no error
 
 
 def test_text_and_raw_signal_banking(service, text_corpus):
