@@ -127,3 +127,26 @@ def test_reindex_computes_keypoints_from_stored_media(local_store, photos, ray_s
     assert live.status()["version"] == manifest.version and live.status()["live_delta"] == 0
     stored = live.values([e.entry_id for e in entries])
     assert stored == {e.entry_id: KEYPOINTS.compute(m).value for e, m in zip(entries, media)}
+
+
+def test_verifier_replica_verifies_candidates_from_what_it_follows(local_store, photos):
+    """The Verifier deployment's work, without Serve: it looks banked keypoints up by entry id
+    (never the media), follows new entries, and an undecodable query is that query's error."""
+    from mediamatch.deployments.verifier import Verifier
+    from mediamatch.platform.errors import UnsupportedMedia
+    from mediamatch.platform.settings import Settings
+
+    catalog = Catalog(local_store)
+    catalog.create_bank("a")
+    replica = Verifier.func_or_class(Settings(storage=local_store.uri).model_dump(mode="json"))
+    entries = catalog.add_entries("a", [Entry(bank="a", content_type="photo", signals={"keypoints": KEYPOINTS.compute(jpeg(p)).value}) for p in photos[:3]])
+    ids = [e.entry_id for e in entries]
+    from PIL import ImageOps
+
+    query = jpeg(ImageOps.mirror(photos[1]).rotate(10))
+    fits = replica.verify_one(query, ids + ["e_unknown"], min_seq=catalog.seq)
+    assert set(fits) == set(ids) and fits[ids[1]]["inliers"] >= COPY and fits[ids[1]]["mirrored"]
+    assert max(fits[ids[0]]["inliers"], fits[ids[2]]["inliers"]) < NOT_A_COPY
+    assert isinstance(replica.verify_one(b"not an image", ids), UnsupportedMedia)
+    assert replica.verify_one(jpeg(Image.new("RGB", (64, 64), "red")), ids) == {i: {"inliers": 0, "ratio": 0.0, "mirrored": False} for i in ids}
+    replica._stop.set()
