@@ -29,7 +29,8 @@ async def healthz() -> dict:
 async def readyz(ingress: IngressDep) -> dict:
     try:
         statuses = await asyncio.wait_for(ingress.searcher_statuses(), timeout=5)
-        await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in ingress.computers.values())), timeout=5)
+        handles = [*ingress.computers.values(), *([ingress.verifier] if ingress.verifier is not None else [])]
+        await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in handles)), timeout=5)
     except Exception as exc:
         raise NotReady(f"index searchers are not ready: {type(exc).__name__}: {exc}") from None
     waiting = [s["reason"] for s in statuses.values() if not s["ready"]]
