@@ -11,7 +11,7 @@ bits of any of its 8 dihedral forms; each is verified (query and its mirror imag
 banked keypoints). A query's copy score is its true original's inliers when retrieved, its
 false score the most inliers of a wrong candidate.
 
-    nice -n 15 .venv/bin/python benchmarks/bench_verify.py                         # about 6 min on 2 cores
+    nice -n 15 .venv/bin/python benchmarks/bench_verify.py                         # 15-50 min on 2 shared cores
     nice -n 15 .venv/bin/python benchmarks/bench_verify.py --originals 40 --distractors 40 --fillers 100
 """
 
