@@ -64,7 +64,8 @@ class ShardSearcher:
     @serve.batch
     async def search(self, calls: list[list[Search]]) -> list[list[dict[str, Any]]]:
         """Each call: the searches of one query, one per signal type. Each answer: per search,
-        the version searched and the hits of each value. Searches of one signal type with the
+        the version searched and the hits of each value (`LiveIndex.search_values`': a query's
+        forms included, the form that hit named). Searches of one signal type with the
         same bank filter share one faiss call, across the batch."""
         return await asyncio.to_thread(self._search_calls, calls)
 
@@ -84,13 +85,12 @@ class ShardSearcher:
             banks = tuple(sorted(search["banks"])) if search.get("banks") is not None else None
             groups.setdefault((search["signal_type"], banks), []).append(i)
         for (name, banks), members in groups.items():
-            live, signal_type = self.live.get(name), self.types[name]
+            live = self.live.get(name)
             if live is None:
                 raise NotReady(self.not_ready.get(name) or f"{name} is not served by this searcher")
             values = [v for i in members for v in searches[i]["values"]]
-            find = live.search_bags if signal_type.bag else live.search
-            version, hits = find(
-                values if signal_type.bag else signal_type.encode(values),
+            version, hits = live.search_values(
+                values,
                 max(searches[i]["k"] for i in members),
                 max(searches[i]["radius"] for i in members),
                 None if banks is None else set(banks),

@@ -31,7 +31,7 @@ from .versions import IndexVersions, Manifest
 
 log = logging.getLogger(__name__)
 
-Hit = tuple[str, str, float]  # entry_id, bank, distance
+Hit = tuple[str, str, float, str | None]  # entry_id, bank, distance, the query form that hit (None: the identity or only one)
 
 
 def slot_of(entry_id: str, slots: int) -> int:
@@ -180,9 +180,27 @@ class LiveIndex:
         except StorageError as exc:  # the store is down: answer from what is loaded
             log.warning("%s: catalog not followed (%s); answering from commit %d", self.signal_type.name, exc, state.seq)
 
+    def search_values(self, values: list, k: int, radius: float, banks: set[str] | None = None, min_seq: int = 0) -> tuple[str | None, list[list[Hit]]]:
+        """Per canonical query value, up to k hits within `radius`, nearest first: what a searcher
+        answers. A bag value's rows are aggregated by its type (`search_bags`); a value of several
+        forms (`query_rows`) answers, per entry, with its nearest form (the first on a tie), named."""
+        st = self.signal_type
+        if st.bag:
+            return self.search_bags(values, k, radius, banks, min_seq)
+        rows, owner = st.query_rows(values)
+        version, per_row = self.search(rows, k, radius, banks, min_seq)
+        first = np.searchsorted(owner, np.arange(len(values)))
+        best: list[dict[str, Hit]] = [{} for _ in values]
+        for row, (value, hits) in enumerate(zip(owner.tolist(), per_row)):
+            form = row - int(first[value])
+            for entry, bank, distance, _ in hits:
+                if entry not in best[value] or distance < best[value][entry][2]:
+                    best[value][entry] = (entry, bank, distance, st.forms[form] if form else None)
+        return version, [sorted(found.values(), key=lambda h: h[2])[:k] for found in best]
+
     def search(self, queries: np.ndarray, k: int, radius: float, banks: set[str] | None = None, min_seq: int = 0) -> tuple[str | None, list[list[Hit]]]:
-        """Per query, up to k (entry_id, bank, distance) within `radius`, nearest first, from the
-        published shards and the delta, after applying the catalog up to `min_seq`."""
+        """Per query row, up to k (entry_id, bank, distance, None) within `radius`, nearest first,
+        from the published shards and the delta, after applying the catalog up to `min_seq`."""
         state = self.state
         self._catch_up_or_serve(state, min_seq)
         found: list[list[Hit]] = [[] for _ in range(len(queries))]
@@ -212,7 +230,7 @@ class LiveIndex:
             with state.lock:
                 counts = {e: state.entry_rows.get(e, 1) for e in bank_of}
             scored = st.aggregate(times[owner == i], own, counts)
-            out.append(sorted(((e, bank_of[e], d) for e, d in scored.items() if d <= radius), key=lambda h: h[2])[:k])
+            out.append(sorted(((e, bank_of[e], d, None) for e, d in scored.items() if d <= radius), key=lambda h: h[2])[:k])
         return state.version, out
 
     def _search_rows(self, state: LiveState, rows: np.ndarray, k: int, radius: float, banks, min_seq: int) -> tuple[RowHits, np.ndarray]:
@@ -231,7 +249,7 @@ class LiveIndex:
     @staticmethod
     def _collect(found: list[list[Hit]], shard: Shard, rows: list[list[tuple[int, float]]]) -> None:
         for hits, query_rows in zip(found, rows):
-            hits.extend((shard.entry_ids[r], shard.banks[r] if shard.banks is not None else "", d) for r, d in query_rows)
+            hits.extend((shard.entry_ids[r], shard.banks[r] if shard.banks is not None else "", d, None) for r, d in query_rows)
 
     def values(self, entry_ids: Iterable[str], min_seq: int = 0) -> dict[str, Any]:
         """The stored value of each entry that has one and may match (enabled, in an enabled

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from PIL import Image
+
+from conftest import jpeg
 from mediamatch.indexing.reindex import reindex
 from mediamatch.platform.catalog import Catalog, Entry
 from mediamatch.platform.live import LiveIndex
@@ -21,7 +24,7 @@ def hashes(n: int, seed: int = 0) -> list[str]:
 def found(live: LiveIndex, value: str, banks=None) -> list[str]:
     live.catch_up(live.state)
     _, (hits,) = live.search(PDQ.encode([value]), 10, 31, banks)
-    return [entry_id for entry_id, _, _ in hits]
+    return [entry_id for entry_id, _, _, _ in hits]
 
 
 def add(catalog: Catalog, bank: str, values: list[str]) -> list[Entry]:
@@ -51,6 +54,36 @@ def test_delta_follows_every_catalog_change(local_store):
     assert found(live, x.signals["pdq"]) == [z.entry_id]
     catalog.delete_entry("b", y.entry_id)
     assert found(live, y.signals["pdq"]) == [] and live.status()["live_delta"] == 1
+
+
+TURNS = {None: None, "rot90": Image.Transpose.ROTATE_90, "rot180": Image.Transpose.ROTATE_180, "rot270": Image.Transpose.ROTATE_270,
+         "flipx": Image.Transpose.FLIP_LEFT_RIGHT, "flipy": Image.Transpose.FLIP_TOP_BOTTOM, "transpose": Image.Transpose.TRANSPOSE,
+         "transverse": Image.Transpose.TRANSVERSE}
+
+
+def asymmetric(photo) -> bool:
+    """No turn or flip of the photo is within PDQ's threshold of it."""
+    plain, *turned = PDQ.compute_query(jpeg(photo)).value.split(",")
+    return min(PDQ.distance(plain, form) for form in turned) > PDQ.default_threshold
+
+
+def test_turned_and_mirrored_photos_match_naming_the_transform(local_store, photos):
+    """A query photo is searched in its 8 dihedral forms (`compute_query`); a banked photo
+    answers with the form nearest it, named. Its plain hash (a client's raw signal) finds only
+    the untransformed copy, with no transform named, as before."""
+    catalog = Catalog(local_store)
+    catalog.create_bank("a")
+    banked = [p for p in photos if asymmetric(p)][:6]  # else a turned copy is also a plain copy
+    entries = add(catalog, "a", [PDQ.compute(jpeg(p)).value for p in banked])
+    live = LiveIndex(local_store, PDQ)
+    for entry, photo in zip(entries, banked):
+        for transform, turn in TURNS.items():
+            copy = jpeg(photo if turn is None else photo.transpose(turn), quality=80)
+            _, [hits] = live.search_values([PDQ.compute_query(copy).value], 10, 31)
+            assert [(h[0], h[3]) for h in hits] == [(entry.entry_id, transform)], (transform, hits)
+            _, [plain] = live.search_values([PDQ.compute(copy).value], 10, 31)
+            assert [h[0] for h in plain] == ([entry.entry_id] if turn is None else []), transform
+            assert plain == live.search(PDQ.encode([PDQ.compute(copy).value]), 10, 31)[1][0]
 
 
 def test_slots_split_the_delta(local_store):

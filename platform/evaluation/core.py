@@ -137,8 +137,8 @@ class Matcher(Protocol):
 class LocalMatcher:
     """The service's signal code, catalog and live index (exact, as a searcher's live delta),
     in this process: items are banked as catalog entries on a temporary local store, queries are
-    computed as the service computes them (`compute_query`) and searched with `LiveIndex`
-    (`search_bags` for bag signals)."""
+    computed as the service computes them (`compute_query`: pdq's dihedral forms, audio's speed
+    variants) and searched as a searcher searches them (`LiveIndex.search_values`)."""
 
     def __init__(self, types: Sequence[SignalType], limits: LimitSettings = LimitSettings(), k: int = K, content_type: str = "photo"):
         self.types = list(types)
@@ -193,10 +193,10 @@ class LocalMatcher:
 
     def search(self, signal_type: str, values: Sequence, k: int, radius: float) -> list[list[Candidate]]:
         """Per value (None: no value, no candidates), up to k (entry id, distance) within `radius`, nearest first."""
-        st, live = next(t for t in self.types if t.name == signal_type), self.live[signal_type]
+        live = self.live[signal_type]
         asked = [v for v in values if v is not None]
-        found = iter((live.search_bags(asked, k, radius) if st.bag else live.search(st.encode(asked), k, radius))[1] if asked else [])
-        return [[(entry, float(d)) for entry, _, d in next(found)] if v is not None else [] for v in values]
+        found = iter(live.search_values(asked, k, radius)[1] if asked else [])
+        return [[(entry, float(d)) for entry, _, d, _ in next(found)] if v is not None else [] for v in values]
 
     def match(self, queries: Sequence[Content]) -> list[dict[str, list[Candidate]] | None]:
         rows = self.signals(queries, query=True)

@@ -34,6 +34,7 @@ class SignalType(ABC):
     needs_model: ClassVar[bool] = False  # expensive: computed by batched model actors
     bag: ClassVar[bool] = False  # a value is many index rows (video frames, audio landmarks): see BagSignal
     query_form: ClassVar[bool] = False  # a query is computed differently from a banked item: compute_query
+    forms: ClassVar[tuple[str, ...]] = ()  # a query value of several index rows: what row i of it is (query_rows)
 
     @property
     def index_radius(self) -> float:
@@ -58,6 +59,12 @@ class SignalType(ABC):
     def compute_query(self, content: bytes | str, limits: LimitSettings = LimitSettings()) -> Signal:
         """The signal of an item to match (types with `query_form` widen it, e.g. speed variants)."""
         return self.compute(content, limits)
+
+    def query_rows(self, values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(index rows of query values, the value each row came from; rows grouped by value, in
+        order): one row a value, unless the type's query form holds several, row i being
+        `forms[i]` (pdq's dihedral forms). Bag types search their `rows` instead."""
+        return self.encode(values), np.arange(len(values))
 
     def compute_batch(self, contents: Sequence[bytes | str], limits: LimitSettings = LimitSettings()) -> list[Signal]:
         return [self.compute(c, limits) for c in contents]
