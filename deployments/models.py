@@ -129,6 +129,10 @@ class Match(BaseModel):
     labels: list[str]
     metadata: dict[str, Any]
     part: str | None = None
+    transform: str | None = Field(None, description="the turn or flip that makes the query out of the banked item, when the signal searched a "
+                                  "query's turned and flipped forms (pdq) and one of them matched: rot90, rot180, rot270 (counterclockwise), "
+                                  "flipx (mirrored left-right), flipy (upside down), transpose, transverse (mirrored about a diagonal); "
+                                  "null when the query as it is matched")
 
 
 class MatchResult(BaseModel):

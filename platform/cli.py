@@ -673,7 +673,8 @@ def match_command(file: Path | None, text: str | None, banks: str | None, signal
         click.echo(result.model_dump_json(indent=2))
         return
     for m in result.matches:
-        click.echo(f"{m.bank:<24} {m.entry_id}  {m.signal_type:<14} distance {m.distance:g}  score {m.score:.3f}  {','.join(m.labels)}")
+        click.echo(f"{m.bank:<24} {m.entry_id}  {m.signal_type:<14} distance {m.distance:g}  score {m.score:.3f}  {','.join(m.labels)}"
+                   + (f"  ({m.transform})" if m.transform else ""))
     click.echo(f"{len(result.matches)} matches in {result.took_ms:.1f} ms")
 
 

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 # Credentials for the local moto server; set before Ray starts so its workers inherit them.
 for _key, _value in {
@@ -138,6 +139,26 @@ def photos() -> list:
             kept.append(image)
             hashes.append(variants[0])
     assert len(kept) >= 24
+    return kept
+
+
+# Each transform a match may name (None: the photo as it is) and the PIL turn or flip that makes it.
+TURNS = {None: None, "rot90": Image.Transpose.ROTATE_90, "rot180": Image.Transpose.ROTATE_180, "rot270": Image.Transpose.ROTATE_270,
+         "flipx": Image.Transpose.FLIP_LEFT_RIGHT, "flipy": Image.Transpose.FLIP_TOP_BOTTOM, "transpose": Image.Transpose.TRANSPOSE,
+         "transverse": Image.Transpose.TRANSVERSE}
+
+
+def asymmetric(photos: list) -> list:
+    """The photos none of whose turns and flips is within PDQ's threshold of it (else a turned
+    copy is also a plain copy)."""
+    from mediamatch.platform.signals import SIGNAL_TYPES
+
+    pdq = SIGNAL_TYPES["pdq"]
+    kept = []
+    for photo in photos:
+        plain, *turned = pdq.compute_query(jpeg(photo)).value.split(",")
+        if min(pdq.distance(plain, form) for form in turned) > pdq.default_threshold:
+            kept.append(photo)
     return kept
 
 

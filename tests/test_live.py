@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from PIL import Image
-
-from conftest import jpeg
+from conftest import TURNS, asymmetric, jpeg
 from mediamatch.indexing.reindex import reindex
 from mediamatch.platform.catalog import Catalog, Entry
 from mediamatch.platform.live import LiveIndex
@@ -56,24 +54,13 @@ def test_delta_follows_every_catalog_change(local_store):
     assert found(live, y.signals["pdq"]) == [] and live.status()["live_delta"] == 1
 
 
-TURNS = {None: None, "rot90": Image.Transpose.ROTATE_90, "rot180": Image.Transpose.ROTATE_180, "rot270": Image.Transpose.ROTATE_270,
-         "flipx": Image.Transpose.FLIP_LEFT_RIGHT, "flipy": Image.Transpose.FLIP_TOP_BOTTOM, "transpose": Image.Transpose.TRANSPOSE,
-         "transverse": Image.Transpose.TRANSVERSE}
-
-
-def asymmetric(photo) -> bool:
-    """No turn or flip of the photo is within PDQ's threshold of it."""
-    plain, *turned = PDQ.compute_query(jpeg(photo)).value.split(",")
-    return min(PDQ.distance(plain, form) for form in turned) > PDQ.default_threshold
-
-
 def test_turned_and_mirrored_photos_match_naming_the_transform(local_store, photos):
     """A query photo is searched in its 8 dihedral forms (`compute_query`); a banked photo
     answers with the form nearest it, named. Its plain hash (a client's raw signal) finds only
     the untransformed copy, with no transform named, as before."""
     catalog = Catalog(local_store)
     catalog.create_bank("a")
-    banked = [p for p in photos if asymmetric(p)][:6]  # else a turned copy is also a plain copy
+    banked = asymmetric(photos)[:6]
     entries = add(catalog, "a", [PDQ.compute(jpeg(p)).value for p in banked])
     live = LiveIndex(local_store, PDQ)
     for entry, photo in zip(entries, banked):

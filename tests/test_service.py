@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import jpeg
+from conftest import TURNS, asymmetric, jpeg
 
 PDQ_HEX = "f" * 64
 
@@ -68,6 +68,22 @@ def test_photo_match_quality(service, real_photos):
     exact = upload(service, "/v1/match", banked[0]).json()  # ... the original's do
     assert {("md5", ids[0]), ("pdq", ids[0])} <= {(m["signal_type"], m["entry_id"]) for m in exact["matches"]}
     assert exact["matches"][0]["labels"] == ["eval"] and exact["matches"][0]["score"] == 1.0
+
+
+def test_turned_and_mirrored_copies_match_naming_the_transform(service, photos):
+    """pdq searches a query photo's 8 turns and flips: each copy names the one that made it;
+    the photo as it is names none, and its other signals name none either."""
+    service.ok("POST", "/v1/banks", json={"name": "dihedral"})
+    banked = asymmetric(photos)[:3]
+    ids = [upload(service, "/v1/banks/dihedral/entries", jpeg(p)).json()["entry_id"] for p in banked]
+    for entry_id, photo in zip(ids, banked):
+        for transform, turn in TURNS.items():
+            copy = jpeg(photo if turn is None else photo.transpose(turn), quality=80)
+            matches = upload(service, "/v1/match", copy, banks="dihedral").json()["matches"]
+            assert [(m["entry_id"], m["transform"]) for m in matches if m["signal_type"] == "pdq"] == [(entry_id, transform)], transform
+            assert all(m["transform"] is None for m in matches if m["signal_type"] != "pdq")
+    plain = service.ok("POST", "/v1/hash", files={"file": ("p.jpg", jpeg(banked[0]), "image/jpeg")})["signals"]["pdq"]
+    assert len(plain) == 64  # banked and hashed photos keep one hash
 
 
 def test_live_banking_disable_delete(service, photo_corpus):
