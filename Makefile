@@ -19,12 +19,14 @@ serve: $(STAMP)
 test: $(STAMP) testdata
 	$(BIN)/python -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning
 
-# Real media for the match-quality tests, where apt can install them: drawings (Debian's
-# openclipart-png) and speech (espeak-ng renders real documentation texts); and a real browser
-# for the web console's test (chromium driven through chromium-driver).
-TESTDATA_PACKAGES := openclipart-png espeak-ng chromium chromium-driver
+# Real media for the match-quality tests and the eval, where apt can install them: drawings
+# (Debian's openclipart-png), speech (espeak-ng renders real documentation texts) and real
+# photographs (the examples of opencv-doc, 95 MB; the puzzle photos of palapeli-data); and a
+# real browser for the web console's test (chromium driven through chromium-driver).
+TESTDATA_PACKAGES := openclipart-png espeak-ng opencv-doc palapeli-data chromium chromium-driver
 testdata:
-	@{ test -d /usr/share/openclipart && command -v espeak-ng >/dev/null && command -v chromedriver >/dev/null; } || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	@{ test -d /usr/share/openclipart && command -v espeak-ng >/dev/null && test -d /usr/share/doc/opencv-doc/examples && \
+	   test -d /usr/share/palapeli/collection && command -v chromedriver >/dev/null; } || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(TESTDATA_PACKAGES) >/dev/null 2>&1 || \
 		  { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(TESTDATA_PACKAGES) >/dev/null 2>&1; }; }; } || \
 		echo "note: $(TESTDATA_PACKAGES) could not be installed; the tests that need them will be skipped"

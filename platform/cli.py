@@ -522,6 +522,8 @@ def _echo_model(record, promoted: bool) -> None:
 @cli.command("eval")
 @click.argument("sources", nargs=-1)
 @click.option("--photos", "photo_sources", multiple=True, help="a folder or s3:// prefix of images (repeatable; SOURCES are photos too)")
+@click.option("--photographs", is_flag=True, help="also the real photographs installed (opencv-doc, palapeli-data, scikit-image, "
+              "scikit-learn samples), in a section of their own; half of them banked, at most --originals")
 @click.option("--videos", "video_sources", multiple=True, help="a folder or prefix of videos (repeatable)")
 @click.option("--audio", "audio_sources", multiple=True, help="a folder or prefix of sound files (repeatable)")
 @click.option("--text", "text_sources", multiple=True, help="a folder or prefix of documents and man pages (repeatable)")
@@ -545,15 +547,16 @@ def _echo_model(record, promoted: bool) -> None:
 @URL_OPTION
 @TOKEN_OPTION
 @click.pass_obj
-def eval_command(obj: Context, sources: tuple[str, ...], photo_sources: tuple[str, ...], video_sources: tuple[str, ...],
+def eval_command(obj: Context, sources: tuple[str, ...], photo_sources: tuple[str, ...], photographs: bool, video_sources: tuple[str, ...],
                  audio_sources: tuple[str, ...], text_sources: tuple[str, ...], originals: int, distractors: int, sounds: int, speech: int,
                  speech_sources: tuple[str, ...], text_bank: int, text_distractors: int, text_per_edit: int, man_pages: int,
                  signal_types: tuple[str, ...], edits: tuple[str, ...], seed: int, out: Path, url: str | None, token: str | None) -> None:
     """Measure match quality of every content type given: bank items, query seeded edits of them
     and of never-banked distractors, and write one report (OUT/eval.md, eval-<type>.png per
     content type, eval.json): µAP, recall at precision 0.90/0.99 and at the served thresholds, and
-    per-edit tables, per signal type and their combination. Photos: SOURCES and --photos; videos:
-    --videos; audio: --audio and/or --speech; text: --text. With --url the items go through that
+    per-edit tables, per signal type and their combination. Photos: SOURCES and --photos, and
+    --photographs (real photographs, a section of their own); videos: --videos; audio: --audio
+    and/or --speech; text: --text. With --url the items go through that
     service's API (the real match path; a temporary bank per content type); without it, through
     the same signal code, catalog and live index in this process."""
     from .evaluation import core, photo, video, audio, text
@@ -568,21 +571,23 @@ def eval_command(obj: Context, sources: tuple[str, ...], photo_sources: tuple[st
         raise InvalidInput(f"unknown edit {unknown[0]!r}; known: {known}")
     loaders = {
         "photo": photo_sources and (lambda chosen: photo.load(photo_sources, originals, distractors, seed, chosen)),
+        "photographs": photographs and (lambda chosen: photo.load_photographs(originals, distractors, seed, chosen)),
         "video": video_sources and (lambda chosen: video.load_material(video_sources, seed, chosen)),
         "audio": (audio_sources or speech) and (lambda chosen: audio.load_material(audio_sources, sounds, speech, speech_sources, seed, chosen)),
         "text": text_sources and (lambda chosen: text.load_material(text_sources, text_bank, text_distractors, text_per_edit, man_pages, seed, chosen)),
     }
     if not any(loaders.values()):
-        raise InvalidInput("nothing to evaluate: give photos (SOURCES or --photos), --videos, --audio or --speech, or --text")
+        raise InvalidInput("nothing to evaluate: give photos (SOURCES, --photos or --photographs), --videos, --audio or --speech, or --text")
     jobs = []
-    for kind, load in loaders.items():
+    for section, load in loaders.items():
         if not load:
             continue
+        kind = "photo" if section == "photographs" else section
         chosen = core.chosen_edits(edits, suites[kind])
         names = [n for n in signal_types if kind in SIGNAL_TYPES[n].content_types] if signal_types else list(defaults[kind])
         if not names:
             raise InvalidInput(f"no --signal-type given serves {kind}; those that do: {', '.join(s.name for s in signal_types_for(kind))}")
-        jobs.append(core.Job(kind, names, lambda load=load, chosen=chosen: load(chosen)))
+        jobs.append(core.Job(kind, names, lambda load=load, chosen=chosen: load(chosen), section))
     settings = obj.settings
 
     def matcher(kind: str, names: list[str]):
@@ -596,7 +601,7 @@ def eval_command(obj: Context, sources: tuple[str, ...], photo_sources: tuple[st
     paths = write_report(results, out, "Match quality", [f"Seed {seed}; queries {where}."])
     for result in results:
         for name, row in result.summary()["signals"].items():
-            click.echo(f"{result.content_type:<6} {name:<17} µAP {row['micro_ap']:.3f}  recall@P90 {row['recall_at_p90']:.3f}  "
+            click.echo(f"{result.name:<6} {name:<17} µAP {row['micro_ap']:.3f}  recall@P90 {row['recall_at_p90']:.3f}  "
                        f"recall@P99 {row['recall_at_p99']:.3f}  at threshold: recall {row['recall_at_threshold']:.3f}, "
                        f"{row['answered_false']} false")
     click.echo("wrote " + ", ".join(str(p) for p in paths))

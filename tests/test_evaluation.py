@@ -143,8 +143,8 @@ def test_video_and_audio_material_split_seeded_halves(media):
 
 def test_one_report_for_every_content_type_in_process(tmp_path, media):
     out = tmp_path / "report"
-    args = ["--storage", str(tmp_path / "store"), "eval", "--photos", str(media / "photos"), "--originals", "4", "--distractors", "4",
-            "--videos", str(media / "videos"), "--text", str(media / "docs"), "--text-bank", "6", "--text-distractors", "6",
+    args = ["--storage", str(tmp_path / "store"), "eval", "--photos", str(media / "photos"), "--photographs", "--originals", "4",
+            "--distractors", "4", "--videos", str(media / "videos"), "--text", str(media / "docs"), "--text-bank", "6", "--text-distractors", "6",
             "--text-per-edit", "6", "--signal-type", "pdq", "--signal-type", "image_embedding", "--signal-type", "vpdq",
             "--signal-type", "md5", "--signal-type", "text_exact", "--signal-type", "text_minhash", "--signal-type", "audio_fingerprint",
             "--edit", "resize", "--edit", "flip", "--edit", "exact copy", "--edit", "downscale 50%", "--edit", "original (wav)",
@@ -159,9 +159,13 @@ def test_one_report_for_every_content_type_in_process(tmp_path, media):
         assert f"## {kind.title()}" in report
         assert Image.open(io.BytesIO((out / f"eval-{kind}.png").read_bytes())).size[0] > 100
     assert "| resize |" in report and "| exact copy |" in report and "| typos_3pct |" in report
+    assert "## Photo: real photographs" in report and "Real photographs only: " in report and (out / "eval-photographs.png").exists()
     results = json.loads((out / "eval.json").read_text())["results"]
-    assert set(results) == set(kinds)
-    assert set(results["photo"]["signals"]) == {"pdq", "image_embedding", "md5", "combined"}  # md5 serves every content type
+    assert set(results) == {*kinds, "photographs"}
+    for material in ("photo", "photographs"):
+        assert set(results[material]["signals"]) == {"pdq", "image_embedding", "md5", "combined"}  # md5 serves every content type
+        assert results[material]["counts"]["banked"] == 4 and results[material]["counts"]["queries"] == 2 * 8
+        assert results[material]["per_edit"]["flip"]["pdq"]["recall_at_threshold"] == 1.0  # dihedral PDQ: every mirrored copy
     # exact copies are ranked first: an exact signal finds every one, and nothing else
     exact = {"video": ("exact copy", "md5"), "text": ("case_punct_space", "text_exact"), "audio": ("original (wav)", "md5")}
     for kind in kinds[1:]:
@@ -206,6 +210,7 @@ def test_eval_through_the_service_cleans_up_its_banks(service, tmp_path, media):
     assert "through " + service.url in (tmp_path / "report" / "eval.md").read_text()
     results = json.loads((tmp_path / "report" / "eval.json").read_text())["results"]
     assert results["photo"]["per_edit"]["jpeg"]["pdq"]["micro_ap"] >= 0.9 and results["photo"]["counts"]["queries"] == 16
+    assert results["photo"]["per_edit"]["flip"]["pdq"]["recall_at_threshold"] == 1.0  # dihedral PDQ through the service too
     assert results["video"]["per_edit"]["exact copy"]["md5"]["micro_ap"] == 1.0
     assert results["video"]["signals"]["vpdq"]["answered_false"] == 0
     assert results["text"]["per_edit"]["case_punct_space"]["text_minhash"]["micro_ap"] == 1.0

@@ -277,6 +277,11 @@ class EvalResult:
     content_type: str = "photo"
     notes: list[str] = field(default_factory=list)
     edit_counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # edit -> (copies, distractors)
+    section: str = ""  # the report's name for it where a content type has two materials (photo: drawings, photographs)
+
+    @property
+    def name(self) -> str:
+        return self.section or self.content_type
 
     def summary(self) -> dict:
         rows = {}
@@ -386,6 +391,7 @@ class Job:
     content_type: str
     signal_types: list[str]
     load: Callable[[], Material]
+    section: str = ""  # see EvalResult.section
 
 
 def run_jobs(jobs: Sequence[Job], make_matcher: Callable[[str, list[str]], Matcher], progress: Progress | None = None) -> list[EvalResult]:
@@ -402,6 +408,7 @@ def run_jobs(jobs: Sequence[Job], make_matcher: Callable[[str, list[str]], Match
         finally:
             matcher.close()
         result.counts["seconds"] = round(time.perf_counter() - started)
+        result.section = job.section
         results.append(result)
     return results
 

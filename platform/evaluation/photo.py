@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import random
+from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from PIL import Image
@@ -25,6 +26,22 @@ SAME_PICTURE = 10  # PDQ bits: closer images count as one picture
 SIGNALS = ("pdq", "image_embedding")
 EDITS = tuple(EVAL_EDITS)
 
+# Real photographs (no drawings, renders, paintings, masks or screenshots) the project may use,
+# for a report section of their own beside the drawings; one of each stereo pair or sequence.
+OPENCV_EXAMPLES = Path("/usr/share/doc/opencv-doc/examples")  # Debian's opencv-doc
+OPENCV_PHOTOS = (
+    "alphamat/input_images/plant.jpg", "dnn_superres/butterfly.png", "hfs/data/000.jpg", "hfs/data/002.jpg", "reg/home.png",
+    *(f"data/{n}" for n in ("aero1.jpg", "aloeL.jpg", "apple.jpg", "baboon.jpg", "basketball1.png", "board.jpg", "box_in_scene.png",
+                            "building.jpg", "butterfly.jpg", "chicky_512.png", "ela_original.jpg", "fruits.jpg", "graf1.png", "home.jpg",
+                            "left01.jpg", "leuvenA.jpg", "licenseplate_motion.jpg", "messi5.jpg", "orange.jpg", "pca_test1.jpg",
+                            "rubberwhale1.png", "smarties.png", "squirrel_cls.jpg", "stuff.jpg", "sudoku.png")),
+    *(f"text/scenetext0{i}.jpg" for i in range(1, 7)), *(f"text/scenetext_segmented_word0{i}.jpg" for i in range(1, 6)),
+)
+PALAPELI_PHOTOS = Path("/usr/share/palapeli/collection")  # Debian's palapeli-data: its puzzles' photos
+SKIMAGE_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png", "coffee.png", "coins.png",
+                  "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png", "microaneurysms.png", "moon.png", "motorcycle_left.png",
+                  "page.png", "retina.jpg", "rocket.jpg", "text.png")
+
 
 def thumbnail(data: bytes, limits: LimitSettings = LimitSettings(), side: int = MAX_SIDE) -> Image.Image:
     """An image decoded as the service decodes it, scaled down to at most `side` pixels."""
@@ -35,20 +52,26 @@ def thumbnail(data: bytes, limits: LimitSettings = LimitSettings(), side: int = 
 
 def load_images(source: str, limit: int | None = None, seed: int = 0) -> list[tuple[str, Image.Image]]:
     """Decodable images of at least MIN_SIDE pixels a side under a folder or object-store prefix
-    (name, image), in a seeded order. A copy of an earlier image (the same bytes, or a PDQ hash
-    within SAME_PICTURE bits of it or of its mirror images and quarter turns, which the suite's
-    flip and rotate edits make: a 'b' drawn flipped is a 'd') is skipped: a distractor must not
-    be a copy of an original."""
-    from ..storage import ObjectStore, sha256_hex
+    (name, image), in a seeded order, each a distinct picture (`distinct`)."""
+    from ..storage import ObjectStore
 
     store = ObjectStore(source)
     keys = [k for k in store.list() if k.lower().endswith(IMAGE_SUFFIXES)]
     random.Random(seed).shuffle(keys)
+    return distinct(((key, store.get(key)) for key in keys), limit)
+
+
+def distinct(items: Iterable[tuple[str, bytes]], limit: int | None = None) -> list[tuple[str, Image.Image]]:
+    """The (name, image) of each decodable item of at least MIN_SIDE pixels a side, in order. A
+    copy of an earlier image (the same bytes, or a PDQ hash within SAME_PICTURE bits of it or of
+    its mirror images and quarter turns, which the suite's flip and rotate edits make: a 'b' drawn
+    flipped is a 'd') is skipped: a distractor must not be a copy of an original."""
+    from ..storage import sha256_hex
+
     images, seen, hashes = [], set(), []
-    for key in keys:
+    for name, data in items:
         if limit is not None and len(images) >= limit:
             break
-        data = store.get(key)
         digest = sha256_hex(data)
         try:
             image = thumbnail(data)
@@ -62,7 +85,7 @@ def load_images(source: str, limit: int | None = None, seed: int = 0) -> list[tu
         seen.add(digest)
         if variants[0] is not None:
             hashes.append(variants[0])
-        images.append((key, image))
+        images.append((name, image))
     return images
 
 
@@ -119,6 +142,40 @@ def load(sources: Sequence[str], originals: int, distractors: int, seed: int = 0
     note = (f"Images under {', '.join(sources)} (at most {MAX_SIDE} px a side; smaller than {MIN_SIDE} px and copies of "
             f"another image, the same bytes or PDQ within {SAME_PICTURE} bits of it, its mirror images or quarter turns, left out): {len(banked)} originals banked, "
             f"{len(never)} distractors; every one under each edit of `models.edits.EVAL_EDITS`.")
+    return material(banked, never, seed, edits, [note])
+
+
+def photograph_files() -> dict[str, list[Path]]:
+    """The real photographs installed here, per where they come from (empty where not installed)."""
+    import skimage
+
+    found = {
+        "Debian opencv-doc (examples)": [OPENCV_EXAMPLES / n for n in OPENCV_PHOTOS],
+        "Debian palapeli-data": sorted(PALAPELI_PHOTOS.glob("*.jpg")),
+        "scikit-image samples": [Path(skimage.__file__).parent / "data" / n for n in SKIMAGE_PHOTOS],
+    }
+    try:
+        from sklearn.datasets import load_sample_images
+    except ImportError:
+        pass
+    else:
+        found["scikit-learn samples"] = [Path(f) for f in load_sample_images().filenames]
+    return {origin: [p for p in paths if p.is_file()] for origin, paths in found.items()}
+
+
+def load_photographs(originals: int, distractors: int, seed: int = 0, edits: Iterable[str] = EDITS) -> Material:
+    """The real photographs installed (`photograph_files`), each a distinct picture, shuffled
+    and split into banked originals and distractors: at most half of them each."""
+    files = photograph_files()
+    images = [im for _, im in distinct((str(p), p.read_bytes()) for paths in files.values() for p in paths)]
+    random.Random(seed).shuffle(images)
+    half = len(images) // 2
+    if not half:
+        raise InvalidInput("no real photographs installed: `make testdata` installs opencv-doc and palapeli-data")
+    banked, never = split(images, min(originals, half), min(distractors, half))
+    origins = ", ".join(f"{origin} ({len(paths)})" for origin, paths in files.items() if paths)
+    note = (f"Real photographs only: {origins}; {len(images)} distinct pictures at most {MAX_SIDE} px a side (the same check "
+            f"as the drawings'): {len(banked)} originals banked, {len(never)} distractors; every one under each edit.")
     return material(banked, never, seed, edits, [note])
 
 

@@ -1,5 +1,6 @@
 """One report of any number of content types' evaluations: eval.md (a summary, then a section
-per content type), eval-<content type>.png (its precision-recall curves) and eval.json."""
+per content type, or per material where one has two), eval-<section>.png (its precision-recall
+curves) and eval.json."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Sequence
 
 from .core import EvalResult
 
-TITLES = {"photo": "Photo", "video": "Video", "audio": "Audio", "text": "Text"}
+TITLES = {"photo": "Photo", "photographs": "Photo: real photographs", "video": "Video", "audio": "Audio", "text": "Text"}
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -32,7 +33,7 @@ def section(result: EvalResult, png: str) -> list[str]:
     summary = result.summary()
     names = list(result.rankings)
     counts = summary["counts"]
-    lines = [f"## {TITLES.get(result.content_type, result.content_type)}", "", *result.notes, "",
+    lines = [f"## {TITLES.get(result.name, result.name)}", "", *result.notes, "",
              *_table(["", *counts], [["count", *map(str, counts.values())]]), ""]
     rows = []
     for name, row in summary["signals"].items():
@@ -41,7 +42,7 @@ def section(result: EvalResult, png: str) -> list[str]:
                      *_served_cells(row)])
     lines += _table(["signal", "µAP", "recall @ precision 0.90", "recall @ precision 0.99", "distance @ precision 0.99",
                      "served threshold", "recall at it", "precision at it", "false matches at it"], rows)
-    lines += ["", f"![{result.content_type} precision-recall]({png})", "",
+    lines += ["", f"![{result.name} precision-recall]({png})", "",
               "Per edit, the ranking: µAP of that edit's queries (its edited copies and edited distractors) and the copies' "
               "recall at the whole suite's precision-0.99 threshold.", ""]
     edit_rows = [[edit, "{} / {}".format(*result.edit_counts[edit]),
@@ -76,25 +77,25 @@ def _plot(result: EvalResult, path: Path, title: str) -> None:
 
 def write_report(results: EvalResult | Sequence[EvalResult], folder: Path, title: str, notes: Sequence[str] = ()) -> list[Path]:
     """eval.md (a summary table, then per content type its counts, signals, precision-recall
-    plot and per-edit tables), eval-<content type>.png each, and eval.json; returns the paths."""
+    plot and per-edit tables), eval-<section>.png each, and eval.json; returns the paths."""
     results = [results] if isinstance(results, EvalResult) else list(results)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     summary_rows = []
     for result in results:
         for name, row in result.summary()["signals"].items():
-            summary_rows.append([TITLES.get(result.content_type, result.content_type), name, _num(row["micro_ap"]), _num(row["recall_at_p90"]),
+            summary_rows.append([TITLES.get(result.name, result.name), name, _num(row["micro_ap"]), _num(row["recall_at_p90"]),
                                  _num(row["recall_at_p99"]), *_served_cells(row)])
     lines = [f"# {title}", "", *notes, *([""] if notes else []),
              *_table(["content", "signal", "µAP", "recall @ precision 0.90", "recall @ precision 0.99", "recall at the served threshold",
                       "precision at it", "false matches at it"], summary_rows)]
     paths = [folder / "eval.md"]
     for result in results:
-        png = folder / f"eval-{result.content_type}.png"
-        _plot(result, png, f"{title}: {result.content_type}")
+        png = folder / f"eval-{result.name}.png"
+        _plot(result, png, f"{title}: {result.name}")
         paths.append(png)
         lines += ["", *section(result, png.name)]
     paths[0].write_text("\n".join(lines) + "\n")
     paths.append(folder / "eval.json")
-    paths[-1].write_text(json.dumps({"title": title, "notes": list(notes), "results": {r.content_type: r.summary() for r in results}}, indent=1))
+    paths[-1].write_text(json.dumps({"title": title, "notes": list(notes), "results": {r.name: r.summary() for r in results}}, indent=1))
     return paths
