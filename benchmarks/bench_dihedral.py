@@ -10,7 +10,9 @@ plain hashes of the photo turned in pixels. Photos: the PDQ conformance photos a
 samples, scaled to at most --side pixels and JPEG-encoded; each is banked plain, and each turn or
 flip of it (JPEG quality 80) is a query: the table gives the bits between the banked hash and
 the query form that undoes the turn (the threshold is 31). Times: medians of --repeats runs
-over every photo, decoded pixels in, hashes out.
+over every photo, decoded pixels in, hashes out. Lookup: the photos' queries against --bank
+random banked hashes (plus the photos) in the multi-hash index a published PDQ shard uses
+(`Shard.search`, radius 31), the plain hash alone against all 8 forms.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from PIL import Image
 
 from tables import print_table
 
+from mediamatch.platform.index import Shard, choose_params
+from mediamatch.platform.settings import IndexSettings
 from mediamatch.platform.signals import get_signal_type
 from mediamatch.platform.signals.hashes import DIHEDRAL_TRANSFORMS
 
@@ -80,6 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--side", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--bank", type=int, default=1_000_000)
     args = parser.parse_args()
     pdq = get_signal_type("pdq")
     images = [jpeg(im) for im in photos(args.side)]
@@ -109,8 +114,32 @@ def main() -> None:
     for name in TURNS:
         a, b = np.array(one_pass[name]), np.array(service[name])
         rows.append([name, f"{np.median(a):.0f} / {a.max():.0f} / {np.mean(a > 31):.2f}", f"{np.median(b):.0f} / {b.max():.0f} / {np.mean(b > 31):.2f}"])
+    print_lookup(pdq, images, args.bank, args.repeats)
     print_table(f"Bits from the banked hash to the query form that undoes the turn ({len(one_pass['rot90'])} photos): median / max / share over 31",
                 ["turn of the query", "compute_dihedral, 1 pass", "compute_query (the service)"], rows)
+
+
+def print_lookup(pdq, images: list[Image.Image], bank: int, repeats: int) -> None:
+    rng = np.random.default_rng(0)
+    banked = [v for v in (pdq.compute_image(im.copy()).value for im in images) if v is not None]
+    hashes = np.concatenate([rng.integers(0, 256, (bank, 32), dtype=np.uint8), pdq.encode(banked)])
+    params = choose_params(pdq, bank, IndexSettings())
+    started = time.perf_counter()
+    shard = Shard.build(params, [f"e{i}" for i in range(len(hashes))], hashes, None)
+    build = time.perf_counter() - started
+    queries = [pdq.compute_image(jpeg(im.transpose(T.FLIP_LEFT_RIGHT), quality=80), dihedral=True).value for im in images]
+    queries = [q for q in queries if q is not None]
+    rows = []
+    for label, values in (("plain hash (1 row)", [q.split(",")[0] for q in queries]), ("8 dihedral forms (8 rows)", queries)):
+        encoded = pdq.query_rows(values)[0]
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            found = shard.search(encoded, 10, pdq.default_threshold)
+            times.append(time.perf_counter() - start)
+        rows.append([label, f"{1000 * statistics.median(times) / len(values):.3f}", sum(len(f) for f in found)])
+    print_table(f"Lookup per mirrored query photo in {params.type} ({len(hashes):,} banked, built in {build:.0f} s; median of {repeats} runs "
+                f"over {len(queries)} queries)", ["query", "ms per query", "hits within 31 bits"], rows)
 
 
 if __name__ == "__main__":
