@@ -183,7 +183,8 @@ class LiveIndex:
     def search_values(self, values: list, k: int, radius: float, banks: set[str] | None = None, min_seq: int = 0) -> tuple[str | None, list[list[Hit]]]:
         """Per canonical query value, up to k hits within `radius`, nearest first: what a searcher
         answers. A bag value's rows are aggregated by its type (`search_bags`); a value of several
-        forms (`query_rows`) answers, per entry, with its nearest form (the first on a tie), named."""
+        forms (`query_rows`, e.g. pdq's dihedral query) answers per entry with its nearest form
+        (the first on a tie), named."""
         st = self.signal_type
         if st.bag:
             return self.search_bags(values, k, radius, banks, min_seq)
