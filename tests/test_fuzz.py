@@ -61,7 +61,9 @@ def test_image_decoding_fails_only_with_clean_errors(data):
     except InvalidInput:  # UnsupportedMedia or TooLarge: 422 / 413
         return
     assert image.mode == "RGB" and image.width * image.height <= 4_000_000
-    SIGNAL_TYPES["pdq"].compute_image(image)  # whatever decodes also hashes
+    pdq = SIGNAL_TYPES["pdq"]
+    plain, turned = pdq.compute_image(image.copy()), pdq.compute_image(image, dihedral=True)  # whatever decodes also hashes
+    assert (turned.value is None) == (plain.value is None) and (plain.value is None or turned.value.split(",")[0] == plain.value)
 
 
 @given(st.binary(max_size=512), st.text(max_size=20))
