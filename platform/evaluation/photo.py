@@ -146,20 +146,21 @@ def load(sources: Sequence[str], originals: int, distractors: int, seed: int = 0
 
 
 def photograph_files() -> dict[str, list[Path]]:
-    """The real photographs installed here, per where they come from (empty where not installed)."""
-    import skimage
-
+    """The real photographs installed here, per where they come from (empty where not installed;
+    scikit-image and scikit-learn come with the test extra)."""
     found = {
         "Debian opencv-doc (examples)": [OPENCV_EXAMPLES / n for n in OPENCV_PHOTOS],
         "Debian palapeli-data": sorted(PALAPELI_PHOTOS.glob("*.jpg")),
-        "scikit-image samples": [Path(skimage.__file__).parent / "data" / n for n in SKIMAGE_PHOTOS],
     }
     try:
+        import skimage
+
+        found["scikit-image samples"] = [Path(skimage.__file__).parent / "data" / n for n in SKIMAGE_PHOTOS]
         from sklearn.datasets import load_sample_images
+
+        found["scikit-learn samples"] = [Path(f) for f in load_sample_images().filenames]
     except ImportError:
         pass
-    else:
-        found["scikit-learn samples"] = [Path(f) for f in load_sample_images().filenames]
     return {origin: [p for p in paths if p.is_file()] for origin, paths in found.items()}
 
 
