@@ -84,7 +84,7 @@ def check_matches(store: ObjectStore, values: list[str], sample: np.ndarray) -> 
         live = LiveIndex(store, PDQ)
     queries = [values[i] for i in sample]
     _, hits = live.search(PDQ.encode(flip(queries)), 5, 31)
-    found = sum(1 for i, h in zip(sample, hits) if any(d == 5 for _, _, d in h))
+    found = sum(1 for i, h in zip(sample, hits) if any(d == 5 for _, _, d, _ in h))
     return t, found, len(live.state.delta)
 
 
@@ -204,7 +204,7 @@ def round_trip(n: int, tmp: str) -> None:
 
     def answers(store: ObjectStore, c: Catalog) -> list:
         _, hits = LiveIndex(store, PDQ).search(PDQ.encode(flip(queries)), 5, 31)
-        return [sorted((json.dumps(c.entries[b][e]["signals"], sort_keys=True), d) for e, b, d in h) for h in hits]
+        return [sorted((json.dumps(c.entries[b][e]["signals"], sort_keys=True), d) for e, b, d, _ in h) for h in hits]
 
     print(f"round trip: same entries {entries_equal}, same answers to {len(queries)} pdq queries {answers(target, fresh) == answers(source, catalog)}")
 

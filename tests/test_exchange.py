@@ -181,9 +181,9 @@ def answers(store: ObjectStore, bank: str, queries: dict[str, list]) -> list:
         live = LiveIndex(store, SIGNAL_TYPES[name])
         _, hits = live.search(SIGNAL_TYPES[name].encode(values), 10, SIGNAL_TYPES[name].default_threshold)
         for value_hits in hits:
-            found = [catalog.entries[b][e] for e, b, _ in value_hits]
+            found = [catalog.entries[b][e] for e, b, *_ in value_hits]
             out.append(sorted((json.dumps(e["signals"], sort_keys=True), e["labels"], json.dumps(e["metadata"]), d)
-                              for e, (_, _, d) in zip(found, value_hits)))
+                              for e, (_, _, d, _) in zip(found, value_hits)))
     return out
 
 

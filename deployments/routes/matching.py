@@ -118,7 +118,7 @@ async def match_part(ingress, part, content, content_type, raw, banks, requested
     for name, (version, hits) in found.items():
         versions[name] = version
         matches += to_matches(ingress, get_signal_type(name), hits, part)
-        candidates.update((entry_id, bank) for entry_id, bank, _ in hits[: ingress.settings.verify.candidates])
+        candidates.update((entry_id, bank) for entry_id, bank, *_ in hits[: ingress.settings.verify.candidates])
     if verifying and candidates:
         matches += await verified(ingress, content, candidates, seq, part)
     return values, matches, versions
@@ -131,7 +131,7 @@ async def verified(ingress, content: bytes, candidates: dict[str, str], seq: int
     metrics.SEARCH_SECONDS.labels("keypoints").observe(time.perf_counter() - started)
     if isinstance(fits, MediamatchError):
         raise fits
-    hits = sorted(((e, candidates[e], inlier_distance(f["inliers"])) for e, f in fits.items() if f["inliers"]), key=lambda h: h[2])
+    hits = sorted(((e, candidates[e], inlier_distance(f["inliers"]), None) for e, f in fits.items() if f["inliers"]), key=lambda h: h[2])
     return to_matches(ingress, get_signal_type("keypoints"), hits, part)
 
 
