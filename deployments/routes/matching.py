@@ -121,7 +121,7 @@ async def match_part(ingress, part, content, content_type, raw, banks, requested
         candidates.update((entry_id, bank) for entry_id, bank, *_ in hits[: ingress.settings.verify.candidates])
     if verifying and candidates:
         matches += await verified(ingress, content, candidates, seq, part)
-    return values, matches, versions
+    return {n: get_signal_type(n).shown(v) for n, v in values.items()}, matches, versions
 
 
 async def verified(ingress, content: bytes, candidates: dict[str, str], seq: int, part: str | None) -> list[Match]:

@@ -60,6 +60,10 @@ class SignalType(ABC):
         """The signal of an item to match (types with `query_form` widen it, e.g. speed variants)."""
         return self.compute(content, limits)
 
+    def shown(self, value: Any) -> Any:
+        """What a match result shows of a query value: the item's own signal, as `/v1/hash` gives it."""
+        return value
+
     def query_rows(self, values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         """(index rows of query values, the value each row came from; rows grouped by value, in
         order): one row a value, unless the type's query form holds several, row i being

@@ -73,6 +73,9 @@ class PDQ(BinaryHashSignal):
             return Signal(None, quality, f"pdq quality {quality} < {PDQ_MIN_QUALITY}: too little detail to hash")
         return Signal(",".join(np.packbits(bits.astype(np.uint8)).tobytes().hex() for bits in hashes), quality)
 
+    def shown(self, value: str) -> str:
+        return value.split(",", 1)[0]  # the plain form: the photo's hash
+
     def distance(self, a: str, b: str) -> float:
         """a: a hash or a query's forms, b: a banked hash; the nearest form's Hamming distance."""
         return min(BinaryHashSignal.distance(self, form, b) for form in a.split(","))
