@@ -231,7 +231,7 @@ def real_photos() -> list[bytes]:
 
 def load_real_photos(count: int) -> list[bytes]:
     """`count` unrelated real images as JPEG (at most 512 px), each with a PDQ hash more than 63
-    bits from every other's: the conformance photos, scikit-image's samples, then a seeded draw
+    bits from every other's in any of its turns and flips (a mirrored drawing is a copy): the conformance photos, scikit-image's samples, then a seeded draw
     of Debian's openclipart-png drawings (flattened onto white)."""
     import random
 
@@ -246,9 +246,9 @@ def load_real_photos(count: int) -> list[bytes]:
             continue
         image.thumbnail((512, 512))
         photo = jpeg(image)
-        value = pdq.compute(photo).value
-        if value is not None and all(pdq.distance(value, h) > 63 for h in hashes):  # the conformance set holds edits of one photo
-            hashes.append(value)
+        forms = pdq.compute_query(photo).value  # its 8 turns and flips, the plain hash first, as a match searches them
+        if forms is not None and all(pdq.distance(forms, h) > 63 for h in hashes):  # the conformance set holds edits of one photo
+            hashes.append(pdq.shown(forms))
             photos.append(photo)
         if len(photos) == count:
             return photos
