@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import CONFORMANCE
-from mediamatch.platform.media import sniff_content_type
+from mediamatch.platform.errors import InvalidInput, MediaMismatch
+from mediamatch.platform.media import sniff_content_type, upload_content_type
 
 VIDEOS = CONFORMANCE / "tmk" / "sample-videos"
 
@@ -75,6 +76,71 @@ def test_sniffing_takes_a_stream_only_when_a_frame_of_it_decodes():
     assert sniff_content_type((VIDEOS / "chair-19-sd-bar.mp4").read_bytes()) == "video"
     assert sniff_content_type(wav(np.zeros(8000))) == "audio"  # silence is audio all the same
     assert sniff_content_type(b"\x04") == "text"  # FFmpeg opens this byte as 'ea_cdata' audio with no frame
+
+
+def media_of_each_type() -> dict[str, tuple[bytes, str]]:
+    """Real bytes of each uploadable content type, with a file name of that type."""
+    from PIL import Image
+
+    photo = io.BytesIO()
+    Image.effect_mandelbrot((96, 64), (-2, -1.2, 1, 1.2), 60).convert("RGB").save(photo, "JPEG")
+    return {
+        "photo": (photo.getvalue(), "x.jpg"),
+        "video": ((VIDEOS / "chair-19-sd-bar.mp4").read_bytes(), "x.avi"),
+        "audio": (wav(np.sin(np.arange(8000) / 5)), "x.wav"),
+        "text": (b"550 bytes of ASCII text, or near enough, uploaded as something else. " * 8, "x.txt"),
+    }
+
+
+DECODES_AS_BOTH = {("audio", "video"), ("text", "audio")}  # a video's sound track is audio; a WAV of low samples can be valid UTF-8
+MEDIA_TYPE_OF = {"photo": "image/jpeg", "video": "video/x-msvideo", "audio": "audio/wav", "text": "text/plain"}
+
+
+@pytest.mark.parametrize("declared", ["photo", "video", "audio", "text"])
+def test_declared_media_types_are_checked_against_the_bytes(declared):
+    media = media_of_each_type()
+    data, name = media[declared]
+    assert upload_content_type(data, name) == declared  # by the extension
+    assert upload_content_type(data, "upload", media_type=MEDIA_TYPE_OF[declared]) == declared  # by the part's media type
+    assert upload_content_type(data, "upload.bin", "application/octet-stream", declared=declared) == declared  # by the field
+    for other, (bytes_, _) in media.items():
+        if other == declared or (declared, other) in DECODES_AS_BOTH:
+            continue
+        for ways in ({"filename": name}, {"media_type": MEDIA_TYPE_OF[declared]}, {"declared": declared}):
+            with pytest.raises(MediaMismatch, match=f"declared {declared} by its .*read as {other}"):
+                upload_content_type(bytes_, **ways)
+
+
+def test_the_field_comes_first_then_the_media_type_then_the_extension():
+    media = media_of_each_type()
+    text, photo = media["text"][0], media["photo"][0]
+    assert upload_content_type(text, "x.jpg", "image/jpeg", declared="text") == "text"
+    assert upload_content_type(photo, "x.txt", "image/jpeg") == "photo"
+    with pytest.raises(MediaMismatch, match="media type image/jpeg"):
+        upload_content_type(text, "x.txt", "image/jpeg")
+    with pytest.raises(InvalidInput, match="content_type must be one of"):
+        upload_content_type(text, declared="post")
+
+
+def test_mislabelled_ascii_is_refused_as_a_photo():
+    """The issue's case: 550 bytes of ASCII uploaded as x.jpg, image/jpeg."""
+    text = (b"a" * 49 + b"\n") * 11
+    for ways in ({"filename": "x.jpg"}, {"media_type": "image/jpeg"}, {"filename": "x.jpg", "media_type": "image/jpeg"}):
+        with pytest.raises(MediaMismatch) as refused:
+            upload_content_type(text, **ways)
+        assert (refused.value.status, refused.value.code) == (422, "media_mismatch")
+
+
+def test_nothing_declared_is_sniffed():
+    media = media_of_each_type()
+    for kind, (data, _) in media.items():
+        for name, media_type in (("", None), ("upload", "application/octet-stream"), ("x.unknown", "")):
+            assert upload_content_type(data, name, media_type) == kind
+    assert upload_content_type(media["video"][0], "x.mp4") == "video"  # .mp4: video or audio, whichever it holds
+    assert upload_content_type(mp3(media["audio"][0])[:100_000], "x.mp4") == "audio"
+    with pytest.raises(InvalidInput) as refused:
+        upload_content_type(b"\xff\xfe\x00garbage\x80", "upload")
+    assert refused.value.code == "unsupported_media"
 
 
 def wav(samples: np.ndarray, rate: int = 8000) -> bytes:
