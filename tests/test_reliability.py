@@ -275,3 +275,59 @@ def test_tokens_never_reach_the_logs(service):
     assert logs
     leaked = [path for path in logs if os.path.isfile(path) and any(s in open(path, "rb").read() for s in (b"test-token-", b"not-a-real-token-zzz"))]
     assert leaked == []
+
+
+def admitted_over(limiters: list, who, seconds: float, clients: int = 4) -> tuple[int, int]:
+    """Requests admitted, and asked, when `clients` callers per limiter (replica) ask as fast as they can."""
+    import asyncio
+
+    from mediamatch.platform.errors import RateLimited
+
+    asked = []
+
+    async def client(limiter) -> int:
+        admitted, deadline = 0, time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            asked.append(1)
+            try:
+                await limiter.check(who)
+                admitted += 1
+            except RateLimited:
+                pass
+            await asyncio.sleep(0.001)
+        return admitted
+
+    async def run() -> int:
+        return sum(await asyncio.gather(*(client(limiter) for limiter in limiters for _ in range(clients))))
+
+    return asyncio.run(run()), len(asked)
+
+
+def test_shared_rate_limits_hold_across_replicas():
+    """Two replicas leasing from one set of buckets admit the team's rate, not twice it; a team
+    over its rate costs a lease call per due token, not per request."""
+    from mediamatch.platform.auth import Principal, SharedRateLimiter, TokenBuckets
+
+    buckets, calls = TokenBuckets(), []
+
+    async def lease(*args):
+        calls.append(args)
+        return buckets.take(*args)
+
+    who = Principal("t", frozenset({"match"}), rate_per_second=40, burst=10)
+    replicas = [SharedRateLimiter(lease), SharedRateLimiter(lease)]
+    admitted, asked = admitted_over(replicas, who, seconds=2)
+    expected = 10 + 40 * 2
+    print(f"\nshared limits: {admitted} admitted of {expected} configured over 2 s by 2 replicas; {asked} asked, {len(calls)} lease calls")
+    assert abs(admitted - expected) <= 0.15 * expected
+    assert len(calls) < asked / 10
+
+
+def test_rate_limits_fall_back_to_each_replica_when_the_shared_buckets_fail():
+    from mediamatch.platform.auth import Principal, SharedRateLimiter
+
+    async def lease(*args):
+        raise ConnectionError("the limits replica is gone")
+
+    who = Principal("t", frozenset({"match"}), rate_per_second=5, burst=5)
+    assert 5 <= admitted_over([SharedRateLimiter(lease)], who, seconds=0.5)[0] <= 8  # the burst, then 5 a second
