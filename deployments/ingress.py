@@ -18,7 +18,7 @@ from ray import serve
 from mediamatch.platform.auth import Authenticator, Principal, RateLimiter
 from mediamatch.platform.catalog import Catalog, Entry
 from mediamatch.platform.errors import InvalidInput, MediamatchError, StorageError
-from mediamatch.platform.media import CONTENT_TYPES, sniff_content_type
+from mediamatch.platform.media import upload_content_type
 from mediamatch.platform.settings import Settings
 from mediamatch.platform.signals import Signal, SignalType, configure_signal_types, get_signal_type
 from mediamatch.platform.storage import ObjectStore
@@ -39,9 +39,6 @@ http.install(app)
 for router in (operations.router, matching.router, banks.router, indexes.router, exchange.router, hma.router):
     app.include_router(router)
 app.include_router(console.router, include_in_schema=False)
-
-UPLOADED_TYPES = [c for c in CONTENT_TYPES if c != "post"]
-
 
 @serve.deployment
 @serve.ingress(app)
@@ -137,16 +134,11 @@ class Ingress:
     def item_of(self, body: Upload | BaseModel) -> tuple[bytes | str, str]:
         """The content and content type of an uploaded item, or of a JSON body's text."""
         if isinstance(body, Upload):
-            content_type = body.fields.get("content_type") or sniff_content_type(body.data, body.filename)
-            if content_type not in UPLOADED_TYPES:
-                raise InvalidInput(f"content_type must be one of {', '.join(UPLOADED_TYPES)}")
-            return body.data, content_type
+            return body.data, upload_content_type(body.data, body.filename, body.media_type, body.fields.get("content_type") or None)
         return body.text, "text"
 
     async def new_entry(self, bank: str, content: bytes | str, content_type: str, metadata: dict) -> Entry:
         """An entry with every served signal of the media (computed before anything is stored)."""
-        if content_type not in UPLOADED_TYPES:
-            raise InvalidInput(f"content_type must be one of {', '.join(UPLOADED_TYPES)}")
         kept = [s for s in self.stored if content_type in s.content_types]
         signals = await self.compute(content, content_type, self.wanted_types(content_type, None) + kept)
         values = {name: s.value for name, s in signals.items() if s.value is not None}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request, Response
 
 from mediamatch.platform.catalog import Bank, Entry
-from mediamatch.platform.media import json_object, sniff_content_type
+from mediamatch.platform.media import json_object
 
 from ..http import IngressDep, Upload, either_body, read_request
 from ..models import BankCreate, BankList, BankOut, BankPatch, EntryJSON, EntryList, EntryOut, EntryPatch
@@ -59,8 +59,8 @@ async def add_entry(request: Request, bank: str, ingress: IngressDep) -> EntryOu
     body = await read_request(request, EntryJSON, ingress.settings.limits.max_upload_bytes)
     await ingress.run(ingress.catalog.get_bank, bank)  # an unknown bank fails before any work
     if isinstance(body, Upload):
-        content_type = body.fields.get("content_type") or sniff_content_type(body.data, body.filename)
-        entry = await ingress.new_entry(bank, body.data, content_type, json_object(body.fields.get("metadata"), "the 'metadata' field"))
+        data, content_type = ingress.item_of(body)
+        entry = await ingress.new_entry(bank, data, content_type, json_object(body.fields.get("metadata"), "the 'metadata' field"))
     elif body.text is not None:
         entry = await ingress.new_entry(bank, body.text, "text", body.metadata)
     else:
