@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from ray import serve
 
-from mediamatch.platform.auth import Authenticator, Principal, RateLimiter
+from mediamatch.platform.auth import Authenticator, Principal, SharedRateLimiter
 from mediamatch.platform.catalog import Catalog, Entry
 from mediamatch.platform.errors import InvalidInput, MediamatchError, StorageError
 from mediamatch.platform.media import upload_content_type
@@ -43,7 +43,7 @@ app.include_router(console.router, include_in_schema=False)
 @serve.deployment
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, settings: dict[str, Any], computers: list[list], searchers: list[list], stored: list[str] = (), verifier: Any = None):
+    def __init__(self, settings: dict[str, Any], computers: list[list], searchers: list[list], rate_limits: Any, stored: list[str] = (), verifier: Any = None):
         """`computers`: [signal types, handle] of each signal deployment; `searchers`: [signal
         types, one handle per slot] of each searcher group (see `app.stage_groups`); `stored`:
         the types computed at banking and never searched (keypoints); `verifier`: the Verifier's
@@ -55,7 +55,7 @@ class Ingress:
         self.catalog_error: str | None = None
         self.follow_catalog()  # load it now (a store that is down only delays readiness)
         self.auth = Authenticator(self.settings.tokens)
-        self.limiter = RateLimiter()
+        self.limiter = SharedRateLimiter(rate_limits.take.remote)  # a team's rate holds across every ingress replica
         self.computers = {tuple(types): handle for types, handle in computers}
         self.searchers = {tuple(types): handles for types, handles in searchers}
         self.served = [get_signal_type(name) for types in self.searchers for name in types]
@@ -79,12 +79,12 @@ class Ingress:
             log.warning("catalog not refreshed, answering from commit %d: %s", self.catalog.seq, exc)
             return self.catalog.seq
 
-    def principal(self, request, authorization: str | None = None) -> Principal:
+    async def principal(self, request, authorization: str | None = None) -> Principal:
         """The calling team (401 without a known token), within its rate limit (429); by the
         request's Authorization header, or by `authorization` (the console's login cookie)."""
         authorization = request.headers.get("authorization") or authorization
         who = self.auth.authenticate(authorization, request.client.host if request.client else None)
-        self.limiter.check(who)
+        await self.limiter.check(who)
         return who
 
     async def run(self, fn, *args, **kwargs):

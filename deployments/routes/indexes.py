@@ -19,7 +19,7 @@ router = APIRouter(tags=["indexes"])
 
 @router.post("/v1/reindex", status_code=202, openapi_extra=either_body(ReindexRequest, ()))
 async def reindex(request: Request, ingress: IngressDep) -> ReindexAccepted:
-    ingress.principal(request).require("admin")
+    (await ingress.principal(request)).require("admin")
     body = await read_request(request, ReindexRequest, 1 << 16, optional=True)
     names = body.signal_types if isinstance(body, ReindexRequest) else None
     return ReindexAccepted(job_id=await start_reindex(ingress, names))
@@ -36,7 +36,7 @@ async def start_reindex(ingress, signal_types: list[str] | None) -> str:
 
 @router.get("/v1/reindex/{job_id}")
 async def reindex_status(request: Request, job_id: str, ingress: IngressDep) -> jobs.JobStatus:
-    ingress.principal(request).require("admin")
+    (await ingress.principal(request)).require("admin")
     return await job_status(ingress, job_id)
 
 
@@ -57,7 +57,7 @@ async def job_status(ingress, job_id: str) -> jobs.JobStatus:
 
 @router.get("/v1/indexes")
 async def indexes(request: Request, ingress: IngressDep) -> dict[str, dict]:
-    ingress.principal(request).require("admin")
+    (await ingress.principal(request)).require("admin")
     return await index_statuses(ingress)
 
 
@@ -73,7 +73,7 @@ async def index_statuses(ingress) -> dict[str, dict]:
 
 @router.post("/v1/indexes/{signal_type}/rollback")
 async def rollback(request: Request, signal_type: str, body: RollbackRequest, ingress: IngressDep) -> dict:
-    ingress.principal(request).require("admin")
+    (await ingress.principal(request)).require("admin")
     return await roll_back(ingress, signal_type, body.version)
 
 
