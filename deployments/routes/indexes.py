@@ -45,14 +45,19 @@ async def job_status(ingress, job_id: str) -> jobs.JobStatus:
     status = await ingress.run(jobs.read_status, ingress.store, job_id)
     ref = ingress.jobs.get(job_id)
     if status.state in ("pending", "running") and ref is not None and ray.wait([ref], timeout=0)[0]:
-        try:
-            ray.get(ref)
-        except Exception as exc:  # the task died without recording it (its worker crashed)
-            status = status.model_copy(update={"state": "failed", "error": f"the job's task died: {exc}"})
+        status = await ingress.run(jobs.read_status, ingress.store, job_id)  # the job writes its last status, then ends
+        if status.state in ("pending", "running"):  # it died without recording it (its process crashed)
+            status = status.model_copy(update={"state": "failed", "error": f"the job's process died: {job_error(ref)}"})
             await ingress.run(jobs.write_status, ingress.store, status)
-        else:
-            status = await ingress.run(jobs.read_status, ingress.store, job_id)
     return status
+
+
+def job_error(ref) -> str:
+    try:
+        ray.get(ref)
+        return "it ended without a last status"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
 
 
 @router.get("/v1/indexes")
