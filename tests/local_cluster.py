@@ -100,7 +100,7 @@ class LocalCluster:
             args += ["--head", "--port", str(self.gcs_port), "--include-dashboard", "false", "--ray-client-server-port", str(free_port())]
         else:
             args += ["--address", self.address]
-        done = subprocess.run(args, env=self.env(name), capture_output=True, text=True, timeout=120)
+        done = subprocess.run(args, env=self.env(name), capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"ray start of {name}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
 
     def env(self, node: str) -> dict[str, str]:

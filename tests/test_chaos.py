@@ -141,7 +141,7 @@ def test_a_worker_node_lost_under_matching_and_during_a_reindex(tmp_path):
         client.call("POST", "/v1/banks", json={"name": "nodes"})
         hashes = random_hashes(5)
         with ThreadPoolExecutor(8) as pool:
-            banked = dict(pool.map(lambda _: bank_one(client, next(hashes)), range(ENTRIES)))
+            banked = dict(pool.map(lambda pdq: bank_one(client, pdq), [next(hashes) for _ in range(ENTRIES)]))
         first = reindex(client)
         assert first["state"] == "succeeded", first
         manifest = IndexVersions(store, "pdq").get(first["version"])
