@@ -35,14 +35,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def free_port_range(size: int = 40) -> int:
-    """The first of `size` consecutive free ports (for a raylet's workers)."""
-    while True:
-        start = free_port()
-        if start + size < 65000 and all(_is_free(p) for p in range(start, start + size)):
-            return start
-
-
 def _is_free(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
@@ -55,14 +47,30 @@ class LocalCluster:
     def __init__(self, root: Path, workers: tuple[str, ...] = ("worker_a", "worker_b"), cpus: int = 2):
         self.root, self.workers, self.cpus = Path(root), workers, cpus
         self.id = uuid.uuid4().hex[:8]
+        self.taken: set[int] = set()  # ports handed out: no two components may share one
         self.token = uuid.uuid4().hex + uuid.uuid4().hex  # the cluster's own: Ray enables token auth when ~/.ray holds one
-        self.gcs_port = free_port()
+        self.gcs_port = self.port()
         self.address = f"127.0.0.1:{self.gcs_port}"
-        self.http_port = free_port()
+        self.http_port = self.port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.serve_log = self.root / "serve.log"
         self.root.mkdir(parents=True, exist_ok=True)
         self.temp = Path(tempfile.mkdtemp(prefix="mm-cluster-", dir="/tmp"))  # short: Ray's socket paths must fit in 107 bytes
+
+    def port(self) -> int:
+        while (port := free_port()) in self.taken:
+            pass
+        self.taken.add(port)
+        return port
+
+    def port_range(self, size: int = 40) -> int:
+        """The first of `size` consecutive free ports (for a raylet's workers)."""
+        while True:
+            start = free_port()
+            ports = set(range(start, start + size))
+            if start + size < 65000 and not ports & self.taken and all(map(_is_free, ports)):
+                self.taken |= ports
+                return start
 
     def __enter__(self) -> "LocalCluster":
         try:
@@ -85,19 +93,19 @@ class LocalCluster:
 
     def start_node(self, name: str) -> None:
         head = name == "head"
-        workers = free_port_range()
+        workers = self.port_range()
         args = [
             str(BIN / "ray"), "start", "--node-ip-address", "127.0.0.1",
             "--num-cpus", "0" if head else str(self.cpus), "--resources", json.dumps({name: 1}),
             "--object-store-memory", str(150 * 2**20),
             "--temp-dir", str(self.temp / name), "--disable-usage-stats",
-            "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
+            "--node-manager-port", str(self.port()), "--object-manager-port", str(self.port()),
             "--min-worker-port", str(workers), "--max-worker-port", str(workers + 39),
-            "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-            "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
+            "--dashboard-agent-listen-port", str(self.port()), "--dashboard-agent-grpc-port", str(self.port()),
+            "--runtime-env-agent-port", str(self.port()), "--metrics-export-port", str(self.port()),
         ]
         if head:
-            args += ["--head", "--port", str(self.gcs_port), "--include-dashboard", "false", "--ray-client-server-port", str(free_port())]
+            args += ["--head", "--port", str(self.gcs_port), "--include-dashboard", "false", "--ray-client-server-port", str(self.port())]
         else:
             args += ["--address", self.address]
         done = subprocess.run(args, env=self.env(name), capture_output=True, text=True, timeout=300)
@@ -168,17 +176,23 @@ class LocalCluster:
             out.setdefault(names.get(node, node), []).append(name or cls)
         return out
 
-    def serve_recovered(self, since: float, replicas: int, timeout: float = 120) -> float:
-        """Seconds from `since` (a time.time()) until every deployment of the application is
-        healthy with `replicas` replicas running (RateLimits: 1)."""
+    def serve_recovered(self, since: float, lost: str, replicas: int, timeout: float = 180) -> float:
+        """Seconds from `since` (a time.time()) until every deployment of the application runs
+        `replicas` live replicas (RateLimits: 1) again, none of them on the lost node (by name):
+        the GCS must first have seen the node die."""
+        (lost_id,) = [node_id for node_id, name in self.nodes().items() if name == lost]
         code = f"""
-import time
+import collections, time
 from ray import serve
 deadline = time.time() + {timeout}
 while time.time() < deadline:
+    replicas = [a for a in ray._private.state.actors().values()
+                if a["State"] == "ALIVE" and (a["Name"] or "").startswith("SERVE_REPLICA::mediamatch#")]
+    counts = collections.Counter(a["Name"].split("#")[1] for a in replicas)
     status = serve.status().applications.get("mediamatch")
-    if status and all(d.status == "HEALTHY" and d.replica_states.get("RUNNING", 0) == (1 if name == "RateLimits" else {replicas})
-                      for name, d in status.deployments.items()):
+    if (status and set(counts) == set(status.deployments) and all(d.status == "HEALTHY" for d in status.deployments.values())
+            and all(n == (1 if name == "RateLimits" else {replicas}) for name, n in counts.items())
+            and not any(a["Address"]["NodeID"] == {lost_id!r} for a in replicas)):
         print(time.time() - {since})
         break
     time.sleep(0.25)

@@ -131,7 +131,9 @@ def test_a_worker_node_lost_under_matching_and_during_a_reindex(tmp_path):
     nothing, and the previous version keeps serving."""
     store = ObjectStore(str(tmp_path / "store"))
     config, storage = cluster_config(tmp_path / "settings.yaml", store)
-    with LocalCluster(tmp_path / "cluster") as cluster:
+    # 3 logical CPUs a worker: one left alone holds every replica (1.1 CPUs) and still has a whole
+    # CPU for the reindex's tasks (with 2, the job waits for a CPU that never comes)
+    with LocalCluster(tmp_path / "cluster", cpus=3) as cluster:
         cluster.serve(config, storage)
         placement = cluster.placement()
         print("\nplacement:", {node: sorted(n.split("#")[1] for n in names if n.startswith("SERVE_REPLICA")) for node, names in placement.items()})
@@ -189,7 +191,7 @@ def wait_job(client: Client, job: str, timeout: float = 180) -> dict:
 
 def node_lost_under_matching(cluster: LocalCluster, banked: dict[str, str]) -> tuple[int, float, int]:
     """SIGKILL worker_a's raylet while a client streams matches (no retries); the failed
-    requests, the seconds until Serve runs every replica again, the requests sent."""
+    requests, the seconds until Serve runs every replica again elsewhere, the requests sent."""
     items, outcomes, stop = list(banked.items()), [], threading.Event()
 
     def stream() -> None:
@@ -209,7 +211,7 @@ def node_lost_under_matching(cluster: LocalCluster, banked: dict[str, str]) -> t
         time.sleep(STREAM_SECONDS)
         killed_at = time.time()
         cluster.raylet("worker_a").kill()
-        recovery = cluster.serve_recovered(killed_at, replicas=2)
+        recovery = cluster.serve_recovered(killed_at, "worker_a", replicas=2)
         after = len(outcomes)
         time.sleep(STREAM_SECONDS)
     finally:
