@@ -41,7 +41,7 @@ async def reindex_status(request: Request, job_id: str, ingress: IngressDep) -> 
 
 
 async def job_status(ingress, job_id: str) -> jobs.JobStatus:
-    """A job's recorded status, or `failed` when its task died without recording it."""
+    """A job's recorded status, or `failed` when its process died without recording it."""
     status = await ingress.run(jobs.read_status, ingress.store, job_id)
     ref = ingress.jobs.get(job_id)
     if status.state in ("pending", "running") and ref is not None and ray.wait([ref], timeout=0)[0]:
