@@ -224,7 +224,7 @@ async def try_match(request: Request, ingress: IngressDep) -> HTMLResponse:
     file, text = form.get("file"), str(form.get("text") or "").strip()
     chosen = [str(b) for b in form.getlist("banks")]
     if isinstance(file, UploadFile) and file.filename:
-        upload = Upload(data=await file.read(), filename=file.filename, fields={})
+        upload = Upload(data=await file.read(), filename=file.filename, media_type=file.content_type or "", fields={})
         content, content_type = ingress.item_of(upload)
         query = {"kind": content_type, "name": file.filename, "bytes": len(upload.data)}
         if content_type == "photo":
