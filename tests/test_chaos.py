@@ -18,7 +18,7 @@ import yaml
 
 from conftest import new_s3_store
 from local_cluster import LocalCluster
-from mediamatch.platform.client import Client
+from mediamatch.platform.client import ApiError, Client
 from mediamatch.platform.storage import ObjectStore
 from mediamatch.platform.versions import IndexVersions
 
@@ -182,9 +182,17 @@ def reindex(client: Client) -> dict:
 
 
 def wait_job(client: Client, job: str, timeout: float = 180) -> dict:
-    deadline = time.time() + timeout
-    while (status := client.call("GET", f"/v1/reindex/{job}"))["state"] not in ("succeeded", "failed"):
+    """The job's final status. Polls that fail while a node is being lost (Serve's proxy answers
+    a request whose replica died with its own 500) are asked again."""
+    deadline, status = time.time() + timeout, {}
+    while status.get("state") not in ("succeeded", "failed"):
         assert time.time() < deadline, f"reindex {job} did not finish: {status}"
+        try:
+            status = client.call("GET", f"/v1/reindex/{job}")
+        except ApiError as exc:
+            if exc.status < 500:
+                raise
+            print(f"reindex status poll failed during the node loss: {exc}")
         time.sleep(0.3)
     return status
 
