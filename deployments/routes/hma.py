@@ -27,7 +27,7 @@ from starlette.datastructures import UploadFile
 from mediamatch.platform.catalog import Bank, Entry
 from mediamatch.platform.errors import Conflict, Forbidden, InvalidInput, MalformedRequest, MediamatchError, NotFound
 from mediamatch.platform.exchange import TEXT, hma_vpdq, resolve_signal_type
-from mediamatch.platform.media import CONTENT_TYPES
+from mediamatch.platform.media import CONTENT_TYPES, upload_content_type
 from mediamatch.platform.signals import get_signal_type
 
 from ..http import IngressDep, read_body
@@ -126,7 +126,8 @@ async def uploaded(request: Request, limit: int) -> tuple[bytes, str, dict[str, 
         if field not in UPLOADED_TYPES:
             raise InvalidInput(f"no such content type {field!r}: name the file's field {', '.join(UPLOADED_TYPES)}")
         fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
-        return await file.read(), field, fields
+        data = await file.read()
+        return data, upload_content_type(data, file.filename or "", file.content_type, field), fields  # the field declares the type
 
 
 # -- matching (/m) ----------------------------------------------------------------------------------
