@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test testdata fuzz bench clean
+.PHONY: serve test testdata fuzz chaos bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ testdata:
 # The long hostile-input run: hypothesis at 20,000 examples per parser, schemathesis at 300 per operation.
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning tests/test_fuzz.py
+
+# The long fault runs on a real multi-node Ray cluster (tests/test_chaos.py): a minute of banking
+# before the crash, 30 s of matching each side of a node loss, 5,000 entries reindexed.
+chaos: $(STAMP)
+	MEDIAMATCH_CHAOS=long $(BIN)/python -m pytest -q -s -p no:cacheprovider -W ignore::DeprecationWarning tests/test_chaos.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_index.py

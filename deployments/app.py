@@ -1,4 +1,5 @@
-"""The match graph: Ingress -> signal deployments and every searcher slot, built from settings.
+"""The match graph: Ingress -> signal deployments and every searcher slot (and the one RateLimits
+replica the ingress replicas lease tokens from), built from settings.
 
 The layout (`serve.layout`) decides how signal types share deployments: `compact` (the
 embedded default) runs one Embedder for every model and one Searcher per slot for every
@@ -21,6 +22,7 @@ from mediamatch.platform.settings import DATA_PLANES, DeploymentSettings, Settin
 from mediamatch.platform.signals import SIGNAL_TYPES, get_signal_type
 
 from .ingress import Ingress
+from .limits import RateLimits
 from .searcher import ShardSearcher
 from .signals import SignalComputer
 from .verifier import Verifier
@@ -110,7 +112,7 @@ def deployment_names(settings: Settings) -> list[str]:
     """Every deployment `build_app` makes, by the names a Serve config refers to them."""
     embedders, searchers = stage_groups(settings)
     return (
-        ["Ingress", "Hasher"]
+        ["Ingress", "RateLimits", "Hasher"]
         + [group_name("Embedder", g, settings) for g in embedders]
         + [searcher_name(group_name("Searcher", g, settings), slot) for g in searchers for slot in range(settings.serve.search_slots)]
         + (["Verifier"] if verifies(settings) else [])
@@ -133,7 +135,8 @@ def build_app(settings: Settings) -> Application:
         searchers.append([group, [ShardSearcher.options(**options[slot]).bind(config, group, slot, slots) for slot in range(slots)]])
     verifier = Verifier.options(**deployment_options(serve_cfg.verifier, "Verifier", serve_cfg.access_log)).bind(config) if verifies(settings) else None
     stored = [n for n in served_types(settings) if not SIGNAL_TYPES[n].searched]  # computed and kept at banking, never searched
-    return Ingress.options(**deployment_options(serve_cfg.ingress, "Ingress", serve_cfg.access_log)).bind(config, computers, searchers, stored, verifier)
+    limits = RateLimits.options(logging_config={"enable_access_log": serve_cfg.access_log}).bind()
+    return Ingress.options(**deployment_options(serve_cfg.ingress, "Ingress", serve_cfg.access_log)).bind(config, computers, searchers, limits, stored, verifier)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -157,6 +157,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 class Upload(BaseModel):
     data: bytes
     filename: str
+    media_type: str = ""  # the part's Content-Type, as the client declared it
     fields: dict[str, str]
 
 
@@ -171,7 +172,7 @@ async def read_request(request: Request, model: type[BaseModel] | None, limit: i
                 raise InvalidInput("the multipart body needs a part named 'file' holding the media")
             data = await file.read()
             fields = {k: v for k, v in form.items() if isinstance(v, str)}
-            return Upload(data=data, filename=file.filename or "", fields=fields)
+            return Upload(data=data, filename=file.filename or "", media_type=file.content_type or "", fields=fields)
     if not body.strip() and optional:
         return None
     if ctype not in ("application/json", ""):

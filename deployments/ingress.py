@@ -15,10 +15,10 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from ray import serve
 
-from mediamatch.platform.auth import Authenticator, Principal, RateLimiter
+from mediamatch.platform.auth import Authenticator, Principal, SharedRateLimiter
 from mediamatch.platform.catalog import Catalog, Entry
 from mediamatch.platform.errors import InvalidInput, MediamatchError, StorageError
-from mediamatch.platform.media import CONTENT_TYPES, sniff_content_type
+from mediamatch.platform.media import upload_content_type
 from mediamatch.platform.settings import Settings
 from mediamatch.platform.signals import Signal, SignalType, configure_signal_types, get_signal_type
 from mediamatch.platform.storage import ObjectStore
@@ -40,13 +40,10 @@ for router in (operations.router, matching.router, banks.router, indexes.router,
     app.include_router(router)
 app.include_router(console.router, include_in_schema=False)
 
-UPLOADED_TYPES = [c for c in CONTENT_TYPES if c != "post"]
-
-
 @serve.deployment
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, settings: dict[str, Any], computers: list[list], searchers: list[list], stored: list[str] = (), verifier: Any = None):
+    def __init__(self, settings: dict[str, Any], computers: list[list], searchers: list[list], rate_limits: Any, stored: list[str] = (), verifier: Any = None):
         """`computers`: [signal types, handle] of each signal deployment; `searchers`: [signal
         types, one handle per slot] of each searcher group (see `app.stage_groups`); `stored`:
         the types computed at banking and never searched (keypoints); `verifier`: the Verifier's
@@ -58,7 +55,7 @@ class Ingress:
         self.catalog_error: str | None = None
         self.follow_catalog()  # load it now (a store that is down only delays readiness)
         self.auth = Authenticator(self.settings.tokens)
-        self.limiter = RateLimiter()
+        self.limiter = SharedRateLimiter(rate_limits.take.remote)  # a team's rate holds across every ingress replica
         self.computers = {tuple(types): handle for types, handle in computers}
         self.searchers = {tuple(types): handles for types, handles in searchers}
         self.served = [get_signal_type(name) for types in self.searchers for name in types]
@@ -82,12 +79,12 @@ class Ingress:
             log.warning("catalog not refreshed, answering from commit %d: %s", self.catalog.seq, exc)
             return self.catalog.seq
 
-    def principal(self, request, authorization: str | None = None) -> Principal:
+    async def principal(self, request, authorization: str | None = None) -> Principal:
         """The calling team (401 without a known token), within its rate limit (429); by the
         request's Authorization header, or by `authorization` (the console's login cookie)."""
         authorization = request.headers.get("authorization") or authorization
         who = self.auth.authenticate(authorization, request.client.host if request.client else None)
-        self.limiter.check(who)
+        await self.limiter.check(who)
         return who
 
     async def run(self, fn, *args, **kwargs):
@@ -137,16 +134,11 @@ class Ingress:
     def item_of(self, body: Upload | BaseModel) -> tuple[bytes | str, str]:
         """The content and content type of an uploaded item, or of a JSON body's text."""
         if isinstance(body, Upload):
-            content_type = body.fields.get("content_type") or sniff_content_type(body.data, body.filename)
-            if content_type not in UPLOADED_TYPES:
-                raise InvalidInput(f"content_type must be one of {', '.join(UPLOADED_TYPES)}")
-            return body.data, content_type
+            return body.data, upload_content_type(body.data, body.filename, body.media_type, body.fields.get("content_type") or None)
         return body.text, "text"
 
     async def new_entry(self, bank: str, content: bytes | str, content_type: str, metadata: dict) -> Entry:
         """An entry with every served signal of the media (computed before anything is stored)."""
-        if content_type not in UPLOADED_TYPES:
-            raise InvalidInput(f"content_type must be one of {', '.join(UPLOADED_TYPES)}")
         kept = [s for s in self.stored if content_type in s.content_types]
         signals = await self.compute(content, content_type, self.wanted_types(content_type, None) + kept)
         values = {name: s.value for name, s in signals.items() if s.value is not None}

@@ -1,7 +1,11 @@
-"""Reindex jobs started over HTTP: a Ray task runs `reindex`, its status lives in object storage.
+"""Reindex jobs started over HTTP: a detached Ray actor on the head node runs `reindex`, its
+status lives in object storage.
 
 The status (`jobs/reindex/<job_id>.json`) is rewritten as the job progresses, so any ingress
-replica, or one started after the job, can report it.
+replica, or one started after the job, can report it. The actor is detached and on the head, so
+the job outlives the ingress replica that started it and any worker node (a plain task would
+die with the replica that owns it); the shard tasks it runs on the workers are retried by Ray
+when their node is lost. It ends itself once its last status is written.
 """
 
 from __future__ import annotations
@@ -60,10 +64,22 @@ def submit(settings: Settings, signal_types: list[str] | None) -> tuple[JobStatu
     store = ObjectStore.from_settings(settings)
     status = JobStatus(job_id=f"r_{int(time.time())}_{secrets.token_hex(4)}", signal_types=signal_types)
     write_status(store, status)
-    return status, run_reindex.remote(settings.model_dump(), status)
+    job = ReindexJob.options(name=f"reindex-{status.job_id}", lifetime="detached", resources={HEAD_NODE: 0.001}).remote()
+    return status, job.run.remote(settings.model_dump(), status)
 
 
-@ray.remote(num_cpus=0, max_retries=0)
+HEAD_NODE = "node:__internal_head__"  # the resource Ray gives the head node alone
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class ReindexJob:
+    def run(self, settings: dict[str, Any], status: JobStatus) -> None:
+        try:
+            run_reindex(settings, status)
+        finally:
+            ray.actor.exit_actor()  # the caller's ref then fails: the stored status is the answer
+
+
 def run_reindex(settings: dict[str, Any], status: JobStatus) -> JobStatus:
     """The job: the reindex pipeline, reporting progress at most twice a second."""
     from mediamatch.indexing.reindex import reindex

@@ -6,8 +6,9 @@ Steps, each visible in the progress callback and timed in the manifest:
    with a GPU each when the cluster has them);
 2. choose the index type and parameters from the count and dimension;
 3. train on a random sample (a Ray task; GPU when faiss sees one);
-4. add vectors in N shards in parallel (Ray tasks), each writing its files to object storage
-   and measuring itself on held-out queries against exact search;
+4. add vectors in N shards in parallel (Ray tasks spread over the nodes, retried by Ray when a
+   node is lost), each writing its files to object storage and measuring itself on held-out
+   queries against exact search; the manifest names the node that built each shard;
 5. merge those measurements into recall@10 and the tuned nprobe, write the manifest and move
    the `current` pointer. Any failure before that last append publishes nothing.
 """
@@ -262,7 +263,7 @@ def build_index(
         parts = ds.split_at_indices([entries * i // n_parts for i in range(1, n_parts)]) if n_parts > 1 else [ds] * n_parts
         threads = max(1, (os.cpu_count() or 1) // max(1, len(parts)))
         pending = [
-            _shard_task.options(num_gpus=1 if use_gpu and params.type == "ivfpq" else 0).remote(
+            _shard_task.options(num_gpus=1 if use_gpu and params.type == "ivfpq" else 0, scheduling_strategy="SPREAD").remote(
                 store, prefix, number, signal_type, params, trained, part.to_arrow_refs(), queries, settings, threads, -(-settings.recall_queries // n_parts)
             )
             for number, part in enumerate(parts)
@@ -368,7 +369,7 @@ def _shard_task(
     table = pa.concat_tables(ray.get(blocks)) if blocks else signal_table(signal_type, [], [])
     table, values = explode(signal_type, table)
     shard = Shard.build(params, table.column("entry_id").to_pylist(), values, trained, **row_flags(table))
-    file = write_shard(store, prefix, number, shard, table)
+    file = write_shard(store, prefix, number, shard, table).model_copy(update={"node": ray.get_runtime_context().get_node_id()})
     if params.type == "binary_multihash" and len(values):
         rng = np.random.default_rng([settings.seed, number])
         queries = perturb_queries(signal_type, values[rng.choice(len(values), min(own_queries, len(values)), replace=False)], rng)

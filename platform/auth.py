@@ -1,4 +1,5 @@
-"""Bearer tokens of client teams, the roles and banks they grant, and per-team rate limits.
+"""Bearer tokens of client teams, the roles and banks they grant, and per-team rate limits
+(per process, or shared by every ingress replica of a cluster).
 
 Only SHA-256 digests of tokens are configured. A presented token is hashed and compared with
 every configured digest in constant time. With no tokens configured the service is anonymous,
@@ -8,19 +9,23 @@ and writes those banks only; `admin` sees everything.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
+import logging
 import math
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from .errors import Forbidden, RateLimited, Unauthorized
 from .settings import TeamToken
 
 ROLES = ("match", "bank_write", "admin")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -106,24 +111,89 @@ class Authenticator:
         return Principal(found.team, frozenset(found.roles), banks, found.rate_per_second, found.burst)
 
 
-class RateLimiter:
-    """A token bucket per team: `rate_per_second` sustained, `burst` at once (default 2 s worth)."""
+class TokenBuckets:
+    """A token bucket per team: `rate` tokens a second sustained, up to `burst` at once."""
 
     def __init__(self):
         self._buckets: dict[str, tuple[float, float]] = {}  # team -> (tokens, at)
+
+    def take(self, team: str, rate: float, burst: int, want: int = 1) -> tuple[int, float]:
+        """Up to `want` whole tokens now, and the seconds until the next one when none is left."""
+        now = time.monotonic()
+        tokens, at = self._buckets.get(team, (burst, now))
+        tokens = min(burst, tokens + (now - at) * rate)
+        granted = min(want, int(tokens))
+        self._buckets[team] = (tokens - granted, now)
+        return granted, 0.0 if granted else (1 - tokens) / rate
+
+
+def bucket_size(who: Principal) -> int:
+    return who.burst or max(1, math.ceil(2 * who.rate_per_second))
+
+
+def rate_limited(who: Principal, wait: float) -> RateLimited:
+    return RateLimited(f"team {who.team!r} is over its rate limit of {who.rate_per_second:g} requests per second", max(1, math.ceil(wait)))
+
+
+class RateLimiter:
+    """Each team's rate in this process: `rate_per_second` sustained, `burst` at once (default 2 s worth)."""
+
+    def __init__(self):
+        self.buckets = TokenBuckets()
         self._lock = threading.Lock()
 
     def check(self, who: Principal) -> None:
         if not who.rate_per_second:
             return
-        rate = who.rate_per_second
-        burst = who.burst or max(1, math.ceil(2 * rate))
         with self._lock:
+            granted, wait = self.buckets.take(who.team, who.rate_per_second, bucket_size(who))
+        if not granted:
+            raise rate_limited(who, wait)
+
+
+Lease = Callable[[str, float, int, int], Awaitable[tuple[int, float]]]
+
+
+@dataclass
+class _Lease:
+    tokens: int = 0
+    expires: float = 0.0
+    refused_until: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class SharedRateLimiter:
+    """Each team's rate across every process that shares one set of TokenBuckets (the cluster's
+    ingress replicas): tokens are leased from it a few at a time (`lease_seconds` of the rate),
+    so most requests are admitted from the local lease without a round trip. Every admission
+    spends a shared token, so the cluster never admits more than the rate; leased tokens unused
+    after `ttl` lapse (at most a lease per replica per ttl is lost). A refusal is remembered
+    until the next token is due, so a team far over its rate costs no round trip per request.
+    While the shared buckets do not answer within `timeout`, each process limits on its own (logged)."""
+
+    def __init__(self, lease: Lease, lease_seconds: float = 0.05, ttl: float = 1.0, timeout: float = 1.0):
+        self.lease, self.lease_seconds, self.ttl, self.timeout = lease, lease_seconds, ttl, timeout
+        self.local = RateLimiter()
+        self.leases: dict[str, _Lease] = {}
+
+    async def check(self, who: Principal) -> None:
+        if not who.rate_per_second:
+            return
+        held = self.leases.setdefault(who.team, _Lease())
+        async with held.lock:  # one lease call per team at a time; the others wait for its tokens
             now = time.monotonic()
-            tokens, at = self._buckets.get(who.team, (burst, now))
-            tokens = min(burst, tokens + (now - at) * rate)
-            if tokens < 1:
-                self._buckets[who.team] = (tokens, now)
-                retry = max(1, math.ceil((1 - tokens) / rate))
-                raise RateLimited(f"team {who.team!r} is over its rate limit of {rate:g} requests per second", retry)
-            self._buckets[who.team] = (tokens - 1, now)
+            if held.tokens and now < held.expires:
+                held.tokens -= 1
+                return
+            if now < held.refused_until:
+                raise rate_limited(who, held.refused_until - now)
+            want = max(1, int(who.rate_per_second * self.lease_seconds))
+            try:
+                granted, wait = await asyncio.wait_for(self.lease(who.team, who.rate_per_second, bucket_size(who), want), self.timeout)
+            except Exception as exc:
+                log.warning("shared rate limits unreachable, limiting in this replica alone: %s: %s", type(exc).__name__, exc)
+                return self.local.check(who)
+            if not granted:
+                held.refused_until = now + wait
+                raise rate_limited(who, wait)
+            held.tokens, held.expires = granted - 1, now + self.ttl

@@ -19,7 +19,7 @@ from .catalog import Catalog, Entry
 from .client import Client
 from .errors import InvalidInput, MediamatchError
 from .exchange import FORMATS, ImportReport, export_chunks, import_stream, open_source
-from .media import CONTENT_TYPES, json_object, sniff_content_type
+from .media import CONTENT_TYPES, json_object, upload_content_type
 from .settings import Settings, load_settings
 from .signals import SIGNAL_TYPES, compute_signals, configure_signal_types, signal_types_for
 from .storage import ObjectStore, sha256_hex
@@ -123,7 +123,7 @@ def bank_add(
         ctype_of = lambda data, name: "text"  # noqa: E731
     else:
         sources = [(str(p), p.read_bytes) for p in _files(paths)]
-        ctype_of = lambda data, name: content_type or sniff_content_type(data, name)  # noqa: E731
+        ctype_of = lambda data, name: upload_content_type(data, name, declared=content_type)  # noqa: E731
         if not sources:
             raise InvalidInput("no files found in " + ", ".join(map(str, paths)))
     entries: list[Entry] = []
@@ -322,7 +322,7 @@ def hash_command(obj: Context, file: Path | None, text: str | None, content_type
     if (file is None) == (text is None):
         raise InvalidInput("give a FILE or --text, not both" if file else "give a FILE or --text")
     data = text.encode() if text is not None else file.read_bytes()
-    ctype = "text" if text is not None else content_type or sniff_content_type(data, str(file))
+    ctype = "text" if text is not None else upload_content_type(data, str(file), declared=content_type)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no model-loading bars around the output
     for name, signal in compute_signals(data, ctype, limits=obj.settings.limits).items():
         if signal.value is None:

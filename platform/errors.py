@@ -34,6 +34,13 @@ class UnsupportedMedia(InvalidInput):
     status = 422
 
 
+class MediaMismatch(UnsupportedMedia):
+    """The bytes do not decode as the media type the client declared for them."""
+
+    code = "media_mismatch"
+    status = 422
+
+
 class UnsupportedContentType(InvalidInput):
     code = "unsupported_content_type"
     status = 415

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import warnings
 
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InvalidInput, MalformedRequest, TooLarge, UnsupportedMedia
+from .errors import InvalidInput, MalformedRequest, MediaMismatch, TooLarge, UnsupportedMedia
 
 CONTENT_TYPES = ("photo", "video", "audio", "text", "post")
 
@@ -55,43 +56,98 @@ def decode_text(data: bytes | str, max_chars: int) -> str:
     return data
 
 
+def upload_content_type(data: bytes, filename: str = "", media_type: str | None = None, declared: str | None = None) -> str:
+    """The content type of an uploaded file. What the client declares (the `content_type` field
+    `declared`, else the part's media type, else an unambiguous file extension) must be what the
+    bytes decode as, else MediaMismatch: a disguised or broken upload never passes for a clean
+    photo. Only with nothing declared are the bytes sniffed."""
+    if declared is not None and declared not in MEDIA_TYPES:
+        raise InvalidInput(f"content_type must be one of {', '.join(MEDIA_TYPES)}, not {declared!r}")
+    claim = ({declared}, f"content_type {declared!r}") if declared else declared_kinds(filename, media_type)
+    if claim is None:
+        return sniff_content_type(data, filename)
+    kinds, source = claim
+    for kind in (k for k in MEDIA_TYPES if k in kinds):
+        if decodes_as(data, kind):
+            return kind
+    try:
+        found = f"they read as {sniff_content_type(data, filename)}"
+    except UnsupportedMedia:
+        found = "they decode as none of the media types"
+    raise MediaMismatch(f"{filename or 'the upload'} is declared {' or '.join(sorted(kinds))} by its {source}, but its bytes do not decode as that ({found})")
+
+
+MEDIA_TYPES = ("photo", "video", "audio", "text")  # what an uploaded file can be (a post is JSON)
+AV = frozenset({"video", "audio"})  # containers that hold either (an .mp4 may be sound alone)
+EXTENSIONS = {
+    **dict.fromkeys((".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"), {"photo"}),
+    **dict.fromkeys((".avi", ".mkv", ".m4v", ".ogv", ".flv", ".wmv", ".mpg", ".mpeg"), {"video"}),
+    **dict.fromkeys((".mp3", ".wav", ".flac", ".aac", ".m4a", ".oga", ".opus", ".wma", ".aif", ".aiff", ".mka"), {"audio"}),
+    **dict.fromkeys((".txt", ".text", ".md", ".csv"), {"text"}),
+    **dict.fromkeys((".mp4", ".mov", ".webm", ".ogg", ".3gp"), AV),
+}
+CONTAINER_MEDIA_TYPES = {"video/mp4", "audio/mp4", "video/webm", "audio/webm", "video/ogg", "audio/ogg", "application/ogg",
+                         "video/quicktime", "video/3gpp", "audio/3gpp"}
+MEDIA_FAMILIES = {"image": {"photo"}, "video": {"video"}, "audio": {"audio"}, "text": {"text"}}
+
+
+def declared_kinds(filename: str, media_type: str | None) -> tuple[set[str], str] | None:
+    """The content types a part's media type (image/..., video/..., audio/..., text/...) or else its
+    file extension allows, and which said so; None when neither names one (application/octet-stream,
+    no extension, an unknown one)."""
+    media_type = (media_type or "").split(";")[0].strip().lower()
+    kinds = AV if media_type in CONTAINER_MEDIA_TYPES else MEDIA_FAMILIES.get(media_type.partition("/")[0])
+    if kinds:
+        return kinds, f"media type {media_type}"
+    extension = os.path.splitext(filename.lower())[1]
+    if extension in EXTENSIONS:
+        return EXTENSIONS[extension], f"file extension {extension}"
+    return None
+
+
 def sniff_content_type(data: bytes, filename: str = "") -> str:
-    """Best guess of a file's content type from its name and first bytes."""
-    name = filename.lower()
-    if name.endswith((".txt", ".md", ".text")):
-        return "text"
-    try:
-        Image.open(io.BytesIO(data))
-        return "photo"
-    except Exception:
-        pass
-    kind = av_content_type(data)  # before text: a WAV of quiet audio can be valid UTF-8
-    if kind is not None:
-        return kind
-    try:
-        data.decode("utf-8")
-        return "text"
-    except UnicodeDecodeError:
-        raise UnsupportedMedia(f"unrecognised media{' in ' + filename if filename else ''}: not an image, video, audio or UTF-8 text") from None
+    """What the bytes decode as, tried in this order: an image, a video or audio container (before
+    text: a WAV of quiet audio can be valid UTF-8), UTF-8 text."""
+    for kind in MEDIA_TYPES:
+        if decodes_as(data, kind):
+            return kind
+    raise UnsupportedMedia(f"unrecognised media{' in ' + filename if filename else ''}: not an image, video, audio or UTF-8 text")
 
 
-def av_content_type(data: bytes) -> str | None:
-    """"video" or "audio" when FFmpeg (PyAV) reads a container with such a stream and decodes a
-    frame of it, else None. The frame is what counts: FFmpeg's weakest format guesses take a
-    single stray byte for a stream (b"\\x04" opens as 'ea_cdata' audio) that holds nothing."""
+def decodes_as(data: bytes, kind: str) -> bool:
+    if kind == "photo":
+        try:
+            Image.open(io.BytesIO(data))
+            return True
+        except Exception:
+            return False
+    if kind == "text":
+        try:
+            data.decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            return False
+    return av_decodes(data, kind)
+
+
+def av_decodes(data: bytes, kind: str) -> bool:
+    """True when FFmpeg (PyAV) reads a container with a `kind` ("video" or "audio") stream and
+    decodes a frame of it. The frame is what counts: FFmpeg's weakest format guesses take a single
+    stray byte for a stream (b"\\x04" opens as 'ea_cdata' audio) that holds nothing. A still
+    image or an audio file's cover art is no video."""
     import av
 
     try:
         with av.open(io.BytesIO(data)) as container:
-            if container.streams.video and container.format.name not in _STILL_IMAGE_FORMATS:
-                kind, stream = "video", container.streams.video[0]
-            elif container.streams.audio:
-                kind, stream = "audio", container.streams.audio[0]
+            if kind == "video":
+                if container.format.name in _STILL_IMAGE_FORMATS:
+                    return False
+                streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
             else:
-                return None
-            return kind if next(container.decode(stream), None) is not None else None
+                streams = list(container.streams.audio)
+            return bool(streams) and next(container.decode(streams[0]), None) is not None
     except (av.FFmpegError, ValueError, OSError):
-        return None
+        return False
 
 
 _STILL_IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "gif", "webp_pipe", "bmp_pipe", "tiff_pipe"}

@@ -116,7 +116,7 @@ class TeamToken(BaseModel):
     token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     roles: list[Role]
     banks: list[str] | None = Field(None, description="the banks this team may see, match against and write; None: every bank")
-    rate_per_second: float | None = Field(None, gt=0, description="requests per second per ingress replica; None: unlimited")
+    rate_per_second: float | None = Field(None, gt=0, description="requests per second, across every ingress replica; None: unlimited")
     burst: int | None = Field(None, ge=1, description="requests at once above the rate; default: 2 s worth")
 
 

@@ -31,6 +31,7 @@ class ShardFile(BaseModel):
     count: int
     sha256: dict[str, str]  # key -> checksum of each file
     bytes: int
+    node: str | None = None  # the Ray node that built it
 
 
 class Manifest(BaseModel):

@@ -284,7 +284,9 @@ class Service:
         "team-a": {"roles": ["bank_write"], "banks": ["team-a"]},
         "matcher-a": {"roles": ["match"], "banks": ["team-a"]},
         "limited": {"roles": ["match"], "rate_per_second": 0.5, "burst": 2},
+        "metered": {"roles": ["match"], "rate_per_second": 4, "burst": 4},
     }
+    TOKENS_METERED = (4, 4)  # its rate per second and burst
 
     def __init__(self, url: str, store: ObjectStore, settings):
         import requests

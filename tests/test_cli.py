@@ -84,6 +84,11 @@ def test_user_errors_are_one_line_and_write_nothing(run, tmp_path):
     assert "b.jpg" in broken.stderr and "Traceback" not in broken.stderr
     assert run.catalog().get_bank("photos").entry_count == 0
     assert ObjectStore(run.storage).list("media") == []
+    disguised = tmp_path / "note.jpg"
+    disguised.write_text("a text dressed as a photo by its name " * 10)
+    refused = mediamatch(run.storage, "bank", "add", "photos", str(disguised))
+    assert refused.returncode == 1 and "declared photo by its file extension .jpg" in refused.stderr
+    assert run.catalog().get_bank("photos").entry_count == 0
 
     assert mediamatch(run.storage, "bank", "create", "Bad Name").returncode == 1
     rollback = mediamatch(run.storage, "index", "rollback", "pdq", "v00000009")

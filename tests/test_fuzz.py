@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from mediamatch.deployments.http import EITHER_MODELS
 from mediamatch.platform.errors import InvalidInput
-from mediamatch.platform.media import decode_text, open_image, sniff_content_type
+from mediamatch.platform.media import decode_text, open_image, sniff_content_type, upload_content_type
 from mediamatch.platform.signals import SIGNAL_TYPES
 
 JSON = st.recursive(
@@ -66,11 +66,19 @@ def test_image_decoding_fails_only_with_clean_errors(data):
     assert (turned.value is None) == (plain.value is None) and (plain.value is None or turned.value.split(",")[0] == plain.value)
 
 
-@given(st.binary(max_size=512), st.text(max_size=20))
-@example(b"\x04", "")  # FFmpeg opens this byte as a stream of 'ea_cdata' audio holding nothing
-def test_sniffing_and_text_decoding(data, name):
+MEDIA_TYPES = st.sampled_from(["", "image/jpeg", "video/mp4", "audio/mpeg", "text/plain", "application/octet-stream"]) | st.text(max_size=30)
+NAMES = st.sampled_from(["x.jpg", "x.mp4", "x.wav", "x.txt", "x"]) | st.text(max_size=20)
+
+
+@given(st.binary(max_size=512), NAMES, MEDIA_TYPES, st.sampled_from([None, "photo", "video", "audio", "text", "post"]))
+@example(b"\x04", "", "", None)  # FFmpeg opens this byte as a stream of 'ea_cdata' audio holding nothing
+def test_sniffing_and_text_decoding(data, name, media_type, declared):
     try:
         assert sniff_content_type(data, name) in ("photo", "video", "audio", "text")
+    except InvalidInput:
+        pass
+    try:
+        assert upload_content_type(data, name, media_type, declared) in ("photo", "video", "audio", "text")
     except InvalidInput:
         pass
     try:

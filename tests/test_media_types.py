@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import CONFORMANCE
-from mediamatch.platform.media import sniff_content_type
+from mediamatch.platform.errors import InvalidInput, MediaMismatch
+from mediamatch.platform.media import sniff_content_type, upload_content_type
 
 VIDEOS = CONFORMANCE / "tmk" / "sample-videos"
 
@@ -66,7 +67,7 @@ def test_video_copies_match_by_vpdq_and_md5(service):
 
 def test_bad_video_and_audio_get_precise_errors(service):
     broken = service.call("POST", "/v1/hash", files={"file": ("x.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x01" * 500)}, data={"content_type": "video"})
-    assert broken.status_code == 422 and broken.json()["error"]["code"] == "unsupported_media"
+    assert broken.status_code == 422 and broken.json()["error"]["code"] == "media_mismatch"  # declared video, no frame decodes
     silence = service.call("POST", "/v1/hash", files={"file": ("x.wav", wav(np.zeros(8000 * 3)))}, data={"content_type": "audio"})
     assert silence.status_code == 200 and silence.json()["signals"].get("audio_fingerprint") is None
 
@@ -75,6 +76,96 @@ def test_sniffing_takes_a_stream_only_when_a_frame_of_it_decodes():
     assert sniff_content_type((VIDEOS / "chair-19-sd-bar.mp4").read_bytes()) == "video"
     assert sniff_content_type(wav(np.zeros(8000))) == "audio"  # silence is audio all the same
     assert sniff_content_type(b"\x04") == "text"  # FFmpeg opens this byte as 'ea_cdata' audio with no frame
+
+
+def test_mislabelled_uploads_fail_closed_over_http(service):
+    """Declared by the part's media type, the `content_type` field or the extension, an upload
+    whose bytes are not of that type is refused (422 media_mismatch) on hashing, matching and
+    banking, and nothing is banked; bytes of the declared type pass; undeclared ones are sniffed."""
+    service.ok("POST", "/v1/banks", json={"name": "declared"})
+    media = media_of_each_type()
+    text = (b"a" * 49 + b"\n") * 11  # the issue's case: 550 bytes of ASCII as x.jpg, image/jpeg
+    issue = service.call("POST", "/v1/match", files={"file": ("x.jpg", text, "image/jpeg")})
+    assert (issue.status_code, issue.json()["error"]["code"]) == (422, "media_mismatch"), issue.text
+    for declared, (data, name) in media.items():
+        wrong = media["text"][0] if declared != "text" else media["photo"][0]
+        for files, fields in (({"file": ("upload", wrong, MEDIA_TYPE_OF[declared])}, {}),
+                              ({"file": ("upload", wrong)}, {"content_type": declared}),
+                              ({"file": (name, wrong)}, {})):
+            for path in ("/v1/hash", "/v1/match", "/v1/banks/declared/entries"):
+                refused = service.call("POST", path, files=files, data=fields)
+                assert (refused.status_code, refused.json()["error"]["code"]) == (422, "media_mismatch"), (declared, path, refused.text)
+        hashed = service.ok("POST", "/v1/hash", files={"file": ("upload", data, MEDIA_TYPE_OF[declared])})
+        assert hashed["content_type"] == declared
+        assert service.ok("POST", "/v1/hash", files={"file": ("upload", data, "application/octet-stream")})["content_type"] == declared  # sniffed
+    assert service.ok("GET", "/v1/banks/declared")["entry_count"] == 0
+    banked = service.call("POST", "/v1/banks/declared/entries", files={"file": ("x.jpg", media["photo"][0], "image/jpeg")})
+    assert banked.status_code == 201 and banked.json()["content_type"] == "photo"
+
+
+def media_of_each_type() -> dict[str, tuple[bytes, str]]:
+    """Real bytes of each uploadable content type, with a file name of that type."""
+    from PIL import Image
+
+    photo = io.BytesIO()
+    Image.effect_mandelbrot((96, 64), (-2, -1.2, 1, 1.2), 60).convert("RGB").save(photo, "JPEG")
+    return {
+        "photo": (photo.getvalue(), "x.jpg"),
+        "video": ((VIDEOS / "test-padded-dimensions.mp4").read_bytes(), "x.avi"),
+        "audio": (wav(np.sin(np.arange(8000) / 5)), "x.wav"),
+        "text": (b"550 bytes of ASCII text, or near enough, uploaded as something else. " * 8, "x.txt"),
+    }
+
+
+DECODES_AS_BOTH = {("audio", "video"), ("text", "audio")}  # a video's sound track is audio; a WAV of low samples can be valid UTF-8
+MEDIA_TYPE_OF = {"photo": "image/jpeg", "video": "video/x-msvideo", "audio": "audio/wav", "text": "text/plain"}
+
+
+@pytest.mark.parametrize("declared", ["photo", "video", "audio", "text"])
+def test_declared_media_types_are_checked_against_the_bytes(declared):
+    media = media_of_each_type()
+    data, name = media[declared]
+    assert upload_content_type(data, name) == declared  # by the extension
+    assert upload_content_type(data, "upload", media_type=MEDIA_TYPE_OF[declared]) == declared  # by the part's media type
+    assert upload_content_type(data, "upload.bin", "application/octet-stream", declared=declared) == declared  # by the field
+    for other, (bytes_, _) in media.items():
+        if other == declared or (declared, other) in DECODES_AS_BOTH:
+            continue
+        for ways in ({"filename": name}, {"media_type": MEDIA_TYPE_OF[declared]}, {"declared": declared}):
+            with pytest.raises(MediaMismatch, match=f"declared {declared} by its .*read as {other}"):
+                upload_content_type(bytes_, **ways)
+
+
+def test_the_field_comes_first_then_the_media_type_then_the_extension():
+    media = media_of_each_type()
+    text, photo = media["text"][0], media["photo"][0]
+    assert upload_content_type(text, "x.jpg", "image/jpeg", declared="text") == "text"
+    assert upload_content_type(photo, "x.txt", "image/jpeg") == "photo"
+    with pytest.raises(MediaMismatch, match="media type image/jpeg"):
+        upload_content_type(text, "x.txt", "image/jpeg")
+    with pytest.raises(InvalidInput, match="content_type must be one of"):
+        upload_content_type(text, declared="post")
+
+
+def test_mislabelled_ascii_is_refused_as_a_photo():
+    """The issue's case: 550 bytes of ASCII uploaded as x.jpg, image/jpeg."""
+    text = (b"a" * 49 + b"\n") * 11
+    for ways in ({"filename": "x.jpg"}, {"media_type": "image/jpeg"}, {"filename": "x.jpg", "media_type": "image/jpeg"}):
+        with pytest.raises(MediaMismatch) as refused:
+            upload_content_type(text, **ways)
+        assert (refused.value.status, refused.value.code) == (422, "media_mismatch")
+
+
+def test_nothing_declared_is_sniffed():
+    media = media_of_each_type()
+    for kind, (data, _) in media.items():
+        for name, media_type in (("", None), ("upload", "application/octet-stream"), ("x.unknown", "")):
+            assert upload_content_type(data, name, media_type) == kind
+    assert upload_content_type(media["video"][0], "x.mp4") == "video"  # .mp4: video or audio, whichever it holds
+    assert upload_content_type(mp3(media["audio"][0])[:100_000], "x.mp4") == "audio"
+    with pytest.raises(InvalidInput) as refused:
+        upload_content_type(b"\xff\xfe\x00garbage\x80", "upload")
+    assert refused.value.code == "unsupported_media"
 
 
 def wav(samples: np.ndarray, rate: int = 8000) -> bytes:

@@ -7,6 +7,7 @@ import time
 
 import ray
 
+from conftest import Service
 from mediamatch.platform.client import Client
 
 
@@ -275,3 +276,109 @@ def test_tokens_never_reach_the_logs(service):
     assert logs
     leaked = [path for path in logs if os.path.isfile(path) and any(s in open(path, "rb").read() for s in (b"test-token-", b"not-a-real-token-zzz"))]
     assert leaked == []
+
+
+def admitted_over(limiters: list, who, seconds: float, clients: int = 4) -> tuple[int, int]:
+    """Requests admitted, and asked, when `clients` callers per limiter (replica) ask as fast as they can."""
+    import asyncio
+
+    from mediamatch.platform.errors import RateLimited
+
+    asked = []
+
+    async def client(limiter) -> int:
+        admitted, deadline = 0, time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            asked.append(1)
+            try:
+                await limiter.check(who)
+                admitted += 1
+            except RateLimited:
+                pass
+            await asyncio.sleep(0.001)
+        return admitted
+
+    async def run() -> int:
+        return sum(await asyncio.gather(*(client(limiter) for limiter in limiters for _ in range(clients))))
+
+    return asyncio.run(run()), len(asked)
+
+
+def test_shared_rate_limits_hold_across_replicas():
+    """Two replicas leasing from one set of buckets admit the team's rate, not twice it; a team
+    over its rate costs a lease call per due token, not per request."""
+    from mediamatch.platform.auth import Principal, SharedRateLimiter, TokenBuckets
+
+    buckets, calls = TokenBuckets(), []
+
+    async def lease(*args):
+        calls.append(args)
+        return buckets.take(*args)
+
+    who = Principal("t", frozenset({"match"}), rate_per_second=40, burst=10)
+    replicas = [SharedRateLimiter(lease), SharedRateLimiter(lease)]
+    admitted, asked = admitted_over(replicas, who, seconds=2)
+    expected = 10 + 40 * 2
+    print(f"\nshared limits: {admitted} admitted of {expected} configured over 2 s by 2 replicas; {asked} asked, {len(calls)} lease calls")
+    assert abs(admitted - expected) <= 0.15 * expected
+    assert len(calls) < asked / 10
+
+
+def test_rate_limits_fall_back_to_each_replica_when_the_shared_buckets_fail():
+    from mediamatch.platform.auth import Principal, SharedRateLimiter
+
+    async def lease(*args):
+        raise ConnectionError("the limits replica is gone")
+
+    who = Principal("t", frozenset({"match"}), rate_per_second=5, burst=5)
+    assert 5 <= admitted_over([SharedRateLimiter(lease)], who, seconds=0.5)[0] <= 8  # the burst, then 5 a second
+
+
+def small_app(service, name: str, **serve):
+    """An application of its own beside the session's (md5 only, one replica of each unless
+    `serve` says otherwise) on the session's settings and tokens, under /<name>; its URL."""
+    import requests
+    from ray import serve as ray_serve
+
+    from mediamatch.deployments.app import build_app
+    from mediamatch.platform.settings import Settings
+
+    one = {"min_replicas": 1, "max_replicas": 1}
+    config = {"signal_types": ["md5"], "ingress": one, "hasher": one, "searcher": one, **serve}
+    settings = Settings(**{**service.settings.model_dump(), "serve": config})
+    ray_serve.run(build_app(settings), name=name, route_prefix=f"/{name}")
+    url = f"{service.url}/{name}"
+    wait_until(lambda: requests.get(url + "/readyz").status_code == 200)
+    return url
+
+
+def test_a_teams_rate_holds_across_ingress_replicas(service):
+    """Two ingress replicas, 8 callers as fast as they can for 6 s: the team's configured rate
+    (burst + rate x seconds) is what is admitted, within 15%, not twice it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+    from ray import serve
+
+    two = {"min_replicas": 2, "max_replicas": 2}
+    url = small_app(service, "limits", ingress=two)
+    headers = {"Authorization": f"Bearer {service.token('metered')}"}
+    seconds, (rate, burst) = 6.0, Service.TOKENS_METERED
+    try:
+        started = time.perf_counter()
+
+        def caller(_) -> list[int]:
+            http, codes = requests.Session(), []
+            while time.perf_counter() - started < seconds:
+                codes.append(http.get(url + "/v1/signal-types", headers=headers).status_code)
+            return codes
+
+        with ThreadPoolExecutor(8) as pool:
+            codes = [c for codes in pool.map(caller, range(8)) for c in codes]
+        elapsed = time.perf_counter() - started
+    finally:
+        serve.delete("limits")
+    admitted, expected = codes.count(200), burst + rate * elapsed
+    print(f"\ncluster-wide rate: {admitted} admitted of {len(codes)} in {elapsed:.1f} s by 2 ingress replicas; configured {expected:.0f} ({admitted / expected:.2f}x)")
+    assert set(codes) <= {200, 429}
+    assert abs(admitted - expected) <= 0.15 * expected

@@ -213,9 +213,9 @@ def test_bad_input_gets_precise_4xx(service, photo_corpus):
     cases = [
         (upload(service, "/v1/match", b"\xff" * 2_100_000), 413, "too_large"),
         (upload(service, "/v1/match", bomb.getvalue()), 413, "too_large"),
-        (upload(service, "/v1/match", photo[: len(photo) // 2]), 422, "unsupported_media"),
-        (upload(service, "/v1/match", b"\x00\x01 not an image", content_type="photo"), 422, "unsupported_media"),
-        (upload(service, "/v1/banks/bad/entries", photo[:300]), 422, "unsupported_media"),
+        (upload(service, "/v1/match", photo[: len(photo) // 2]), 422, "unsupported_media"),  # a JPEG, cut short
+        (upload(service, "/v1/match", b"\x00\x01 not an image", content_type="photo"), 422, "media_mismatch"),
+        (upload(service, "/v1/banks/bad/entries", photo[:300]), 422, "media_mismatch"),  # too little to be told for a JPEG
         (service.call("POST", "/v1/match", data=b"hello", headers={"Content-Type": "text/plain"}), 415, "unsupported_content_type"),
         (service.call("POST", "/v1/match", data=b'{"text": ', headers={"Content-Type": "application/json"}), 400, "malformed_request"),
         (service.call("POST", "/v1/match", json={"text": "x", "signals": {}}), 422, "invalid_request"),

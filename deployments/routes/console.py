@@ -71,10 +71,10 @@ class ConsoleRoute(APIRoute):
 router = APIRouter(prefix="/ui", route_class=ConsoleRoute)
 
 
-def viewer(request: Request, ingress) -> Principal:
+async def viewer(request: Request, ingress) -> Principal:
     """The team behind this request: its Authorization header or its login cookie."""
     token = request.cookies.get(COOKIE)
-    return ingress.principal(request, f"Bearer {token}" if token else None)
+    return await ingress.principal(request, f"Bearer {token}" if token else None)
 
 
 def same_origin(request: Request) -> None:
@@ -132,7 +132,7 @@ async def login(request: Request, ingress: IngressDep) -> Response:
     try:
         if not token and not ingress.auth.anonymous:
             raise Unauthorized("type your team's token")
-        ingress.principal(request, f"Bearer {token}")
+        await ingress.principal(request, f"Bearer {token}")
     except Unauthorized as exc:
         return page(request, None, "login.html", status=401, error=str(exc), next=next_page)
     response = back_to(next_page)
@@ -159,7 +159,7 @@ async def static(name: str) -> FileResponse:
 # -- banks and entries --------------------------------------------------------------------------
 @router.get("/banks")
 async def banks_page(request: Request, ingress: IngressDep) -> HTMLResponse:
-    who = viewer(request, ingress)
+    who = await viewer(request, ingress)
     who.require_reader()
     banks = [b for b in await ingress.run(ingress.catalog.list_banks) if who.sees(b.name)]
     disabled = await ingress.run(disabled_counts, ingress.catalog, [b.name for b in banks])
@@ -172,7 +172,7 @@ def disabled_counts(catalog, banks: list[str]) -> dict[str, int]:
 
 @router.get("/banks/{bank}")
 async def bank_page(request: Request, bank: str, ingress: IngressDep, cursor: str | None = None) -> HTMLResponse:
-    who = viewer(request, ingress)
+    who = await viewer(request, ingress)
     who.require_reader(bank)
     info = await ingress.run(ingress.catalog.get_bank, bank)
     entries, next_cursor = await ingress.run(ingress.catalog.list_entries, bank, ENTRIES_PER_PAGE, cursor)
@@ -182,7 +182,7 @@ async def bank_page(request: Request, bank: str, ingress: IngressDep, cursor: st
 
 @router.get("/banks/{bank}/entries/{entry_id}/thumbnail")
 async def entry_thumbnail(request: Request, bank: str, entry_id: str, ingress: IngressDep) -> Response:
-    who = viewer(request, ingress)
+    who = await viewer(request, ingress)
     who.require_reader(bank)
     entry = await ingress.run(ingress.catalog.get_entry, bank, entry_id)
     if entry.content_type != "photo" or not entry.media:
@@ -195,7 +195,7 @@ async def entry_thumbnail(request: Request, bank: str, entry_id: str, ingress: I
 @router.post("/banks/{bank}/entries/{entry_id}/enabled")
 async def set_entry_enabled(request: Request, bank: str, entry_id: str, ingress: IngressDep) -> Response:
     form = await form_of(request, 1 << 14)
-    viewer(request, ingress).require("bank_write", bank)
+    (await viewer(request, ingress)).require("bank_write", bank)
     await ingress.run(ingress.catalog.update_entry, bank, entry_id, form.get("enabled") == "true", None)
     return back_to(f"/ui/banks/{quote(bank)}" + (f"?cursor={quote(str(form['cursor']))}" if form.get("cursor") else ""))
 
@@ -203,7 +203,7 @@ async def set_entry_enabled(request: Request, bank: str, entry_id: str, ingress:
 @router.post("/banks/{bank}/entries/{entry_id}/delete")
 async def delete_entry(request: Request, bank: str, entry_id: str, ingress: IngressDep) -> Response:
     await form_of(request, 1 << 14)
-    viewer(request, ingress).require("bank_write", bank)
+    (await viewer(request, ingress)).require("bank_write", bank)
     await ingress.run(ingress.catalog.delete_entry, bank, entry_id)
     return back_to(f"/ui/banks/{quote(bank)}")
 
@@ -211,7 +211,7 @@ async def delete_entry(request: Request, bank: str, entry_id: str, ingress: Ingr
 # -- try a match --------------------------------------------------------------------------------
 @router.get("/match")
 async def match_form(request: Request, ingress: IngressDep) -> HTMLResponse:
-    who = viewer(request, ingress)
+    who = await viewer(request, ingress)
     who.require("match")
     return page(request, who, "match.html", banks=await visible_banks(ingress, who), chosen=[])
 
@@ -219,12 +219,12 @@ async def match_form(request: Request, ingress: IngressDep) -> HTMLResponse:
 @router.post("/match")
 async def try_match(request: Request, ingress: IngressDep) -> HTMLResponse:
     form = await form_of(request, ingress.settings.limits.max_upload_bytes)
-    who = viewer(request, ingress)
+    who = await viewer(request, ingress)
     who.require("match")
     file, text = form.get("file"), str(form.get("text") or "").strip()
     chosen = [str(b) for b in form.getlist("banks")]
     if isinstance(file, UploadFile) and file.filename:
-        upload = Upload(data=await file.read(), filename=file.filename, fields={})
+        upload = Upload(data=await file.read(), filename=file.filename, media_type=file.content_type or "", fields={})
         content, content_type = ingress.item_of(upload)
         query = {"kind": content_type, "name": file.filename, "bytes": len(upload.data)}
         if content_type == "photo":
@@ -249,7 +249,7 @@ async def visible_banks(ingress, who: Principal) -> list[str]:
 # -- indexes and reindex jobs -------------------------------------------------------------------
 @router.get("/indexes")
 async def indexes_page(request: Request, ingress: IngressDep) -> HTMLResponse:
-    who = viewer(request, ingress)
+    who = await viewer(request, ingress)
     who.require("admin")
     statuses = await indexes.index_statuses(ingress)
     versions = {name: list(reversed(await ingress.run(IndexVersions(ingress.store, name).list))) for name in statuses}
@@ -265,14 +265,14 @@ async def recent_jobs(ingress, count: int) -> list:
 @router.post("/reindex")
 async def start_reindex(request: Request, ingress: IngressDep) -> Response:
     form = await form_of(request, 1 << 14)
-    viewer(request, ingress).require("admin")
+    (await viewer(request, ingress)).require("admin")
     job_id = await indexes.start_reindex(ingress, [str(t) for t in form.getlist("signal_types")] or None)
     return back_to(f"/ui/jobs/{quote(job_id)}")
 
 
 @router.get("/jobs/{job_id}")
 async def job_page(request: Request, job_id: str, ingress: IngressDep) -> HTMLResponse:
-    who = viewer(request, ingress)
+    who = await viewer(request, ingress)
     who.require("admin")
     return page(request, who, "job.html", job=await indexes.job_status(ingress, job_id))
 
@@ -280,14 +280,14 @@ async def job_page(request: Request, job_id: str, ingress: IngressDep) -> HTMLRe
 @router.get("/jobs/{job_id}/status")
 async def job_status(request: Request, job_id: str, ingress: IngressDep) -> JSONResponse:
     """What the job page polls."""
-    viewer(request, ingress).require("admin")
+    (await viewer(request, ingress)).require("admin")
     return JSONResponse((await indexes.job_status(ingress, job_id)).model_dump(), headers={"Cache-Control": "no-store"})
 
 
 @router.post("/indexes/{signal_type}/rollback")
 async def rollback(request: Request, signal_type: str, ingress: IngressDep) -> Response:
     form = await form_of(request, 1 << 14)
-    viewer(request, ingress).require("admin")
+    (await viewer(request, ingress)).require("admin")
     await indexes.roll_back(ingress, signal_type, str(form.get("version", "")))
     return back_to("/ui/indexes")
 
@@ -300,7 +300,7 @@ def report_store(ingress) -> ObjectStore | None:
 
 @router.get("/loadtest")
 async def loadtest_page(request: Request, ingress: IngressDep) -> HTMLResponse:
-    who = viewer(request, ingress)
+    who = await viewer(request, ingress)
     who.require("admin")
     store, report, missing = report_store(ingress), None, None
     if store is not None:
@@ -313,7 +313,7 @@ async def loadtest_page(request: Request, ingress: IngressDep) -> HTMLResponse:
 
 @router.get("/loadtest/loadtest.png")
 async def loadtest_plot(request: Request, ingress: IngressDep) -> Response:
-    viewer(request, ingress).require("admin")
+    (await viewer(request, ingress)).require("admin")
     store = report_store(ingress)
     if store is None:
         raise NotFound("no load-test report is configured (the loadtest_report setting)")

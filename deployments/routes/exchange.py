@@ -70,7 +70,7 @@ async def uploaded_file(request: Request, spool) -> tuple[object, str | None, st
 
 @router.post("/v1/banks/{bank}/import", status_code=202, openapi_extra=IMPORT_BODY)
 async def import_list(request: Request, bank: str, ingress: IngressDep, format: str | None = FormatQuery) -> ImportAccepted:
-    ingress.principal(request).require("bank_write", bank)
+    (await ingress.principal(request)).require("bank_write", bank)
     await ingress.run(ingress.catalog.get_bank, bank)  # an unknown bank fails before the upload is read
     stream = await spool_body(request, ingress.settings.limits.max_import_bytes)
     name = None
@@ -98,14 +98,14 @@ async def import_list(request: Request, bank: str, ingress: IngressDep, format: 
 
 @router.get("/v1/banks/{bank}/import/{job_id}")
 async def import_status(request: Request, bank: str, job_id: str, ingress: IngressDep) -> ImportJob:
-    ingress.principal(request).require("bank_write", bank)
+    (await ingress.principal(request)).require("bank_write", bank)
     return await ingress.run(read_job, ingress.store, bank, job_id)
 
 
 @router.get("/v1/banks/{bank}/export", response_class=StreamingResponse,
             responses={200: {"content": {t: {} for t in EXPORT_MEDIA_TYPES.values()}, "description": "the bank's enabled entries"}})
 async def export_bank(request: Request, bank: str, ingress: IngressDep, format: str = Query("csv", pattern="^(" + "|".join(FORMATS) + ")$")) -> StreamingResponse:
-    ingress.principal(request).require_reader(bank)
+    (await ingress.principal(request)).require_reader(bank)
     await ingress.run(ingress.follow_catalog)
     await ingress.run(ingress.catalog.get_bank, bank)  # 404 now, not half-way through a stream
     suffix = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}[format]

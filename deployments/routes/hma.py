@@ -27,7 +27,7 @@ from starlette.datastructures import UploadFile
 from mediamatch.platform.catalog import Bank, Entry
 from mediamatch.platform.errors import Conflict, Forbidden, InvalidInput, MalformedRequest, MediamatchError, NotFound
 from mediamatch.platform.exchange import TEXT, hma_vpdq, resolve_signal_type
-from mediamatch.platform.media import CONTENT_TYPES
+from mediamatch.platform.media import CONTENT_TYPES, upload_content_type
 from mediamatch.platform.signals import get_signal_type
 
 from ..http import IngressDep, read_body
@@ -97,7 +97,7 @@ async def lookup(ingress, request: Request, values: dict[str, Any], banks: list[
                  content: bytes | None = None) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Per signal type, per bank, HMA's `{"bank_content_id", "distance"}` of every match: what
     /v1/match finds for the same values (or the same uploaded content), through the same code."""
-    who = ingress.principal(request)
+    who = await ingress.principal(request)
     who.require("match")
     part = (None, content, content_type or "photo", None if content is not None else values)
     try:
@@ -126,7 +126,8 @@ async def uploaded(request: Request, limit: int) -> tuple[bytes, str, dict[str, 
         if field not in UPLOADED_TYPES:
             raise InvalidInput(f"no such content type {field!r}: name the file's field {', '.join(UPLOADED_TYPES)}")
         fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
-        return await file.read(), field, fields
+        data = await file.read()
+        return data, upload_content_type(data, file.filename or "", file.content_type, field), fields  # the field declares the type
 
 
 # -- matching (/m) ----------------------------------------------------------------------------------
@@ -161,7 +162,7 @@ async def lookup_post(request: Request, ingress: IngressDep, banks: str | None =
 # -- hashing (/h) -----------------------------------------------------------------------------------
 @router.post("/h/hash")
 async def hash_post(request: Request, ingress: IngressDep) -> dict[str, str]:
-    ingress.principal(request).require_reader()
+    (await ingress.principal(request)).require_reader()
     data, content_type, _ = await uploaded(request, ingress.settings.limits.max_upload_bytes)
     signals = await ingress.compute(data, content_type, ingress.wanted_types(content_type, None))
     return {hma_signal_name(n, content_type): s.value if isinstance(s.value, str) else json.dumps(s.value)
@@ -171,21 +172,21 @@ async def hash_post(request: Request, ingress: IngressDep) -> dict[str, str]:
 # -- curation (/c) ----------------------------------------------------------------------------------
 @router.get("/c/banks")
 async def banks_index(request: Request, ingress: IngressDep) -> list[dict[str, Any]]:
-    who = ingress.principal(request)
+    who = await ingress.principal(request)
     who.require_reader()
     return [hma_bank(b) for b in await ingress.run(ingress.catalog.list_banks) if who.sees(b.name)]
 
 
 @router.get("/c/bank/{bank_name}")
 async def bank_show(request: Request, bank_name: str, ingress: IngressDep) -> dict[str, Any]:
-    ingress.principal(request).require_reader(our_bank(bank_name))
+    (await ingress.principal(request)).require_reader(our_bank(bank_name))
     return hma_bank(await ingress.run(ingress.catalog.get_bank, our_bank(bank_name)))
 
 
 @router.post("/c/banks", status_code=201)
 async def bank_create(request: Request, body: HmaBankCreate, ingress: IngressDep) -> dict[str, Any]:
     name = our_bank(body.name)
-    ingress.principal(request).require("bank_write", name)
+    (await ingress.principal(request)).require("bank_write", name)
     ratio = body.enabled_ratio if body.enabled_ratio is not None else float(body.enabled if body.enabled is not None else True)
     if ratio not in (0.0, 1.0):
         raise InvalidInput("enabled_ratio must be 0.0 or 1.0 here: a bank matches or it does not")
@@ -214,7 +215,7 @@ def hma_metadata(text: str | None) -> dict[str, Any]:
 @router.post("/c/bank/{bank_name}/content")
 async def bank_add_content(request: Request, bank_name: str, ingress: IngressDep, metadata: str | None = None) -> dict[str, Any]:
     bank = our_bank(bank_name)
-    ingress.principal(request).require("bank_write", bank)
+    (await ingress.principal(request)).require("bank_write", bank)
     await ingress.run(ingress.catalog.get_bank, bank)
     if request.query_params.get("url"):
         raise InvalidInput("banking by url is not supported here (the service fetches nothing): upload the file")
@@ -227,7 +228,7 @@ async def bank_add_content(request: Request, bank_name: str, ingress: IngressDep
 @router.post("/c/bank/{bank_name}/signal")
 async def bank_add_signals(request: Request, bank_name: str, ingress: IngressDep) -> dict[str, Any]:
     bank = our_bank(bank_name)
-    ingress.principal(request).require("bank_write", bank)
+    (await ingress.principal(request)).require("bank_write", bank)
     await ingress.run(ingress.catalog.get_bank, bank)
     try:
         body = json.loads(await read_body(request, 1 << 20) or b"{}")

@@ -19,7 +19,7 @@ router = APIRouter(tags=["indexes"])
 
 @router.post("/v1/reindex", status_code=202, openapi_extra=either_body(ReindexRequest, ()))
 async def reindex(request: Request, ingress: IngressDep) -> ReindexAccepted:
-    ingress.principal(request).require("admin")
+    (await ingress.principal(request)).require("admin")
     body = await read_request(request, ReindexRequest, 1 << 16, optional=True)
     names = body.signal_types if isinstance(body, ReindexRequest) else None
     return ReindexAccepted(job_id=await start_reindex(ingress, names))
@@ -36,28 +36,33 @@ async def start_reindex(ingress, signal_types: list[str] | None) -> str:
 
 @router.get("/v1/reindex/{job_id}")
 async def reindex_status(request: Request, job_id: str, ingress: IngressDep) -> jobs.JobStatus:
-    ingress.principal(request).require("admin")
+    (await ingress.principal(request)).require("admin")
     return await job_status(ingress, job_id)
 
 
 async def job_status(ingress, job_id: str) -> jobs.JobStatus:
-    """A job's recorded status, or `failed` when its task died without recording it."""
+    """A job's recorded status, or `failed` when its process died without recording it."""
     status = await ingress.run(jobs.read_status, ingress.store, job_id)
     ref = ingress.jobs.get(job_id)
     if status.state in ("pending", "running") and ref is not None and ray.wait([ref], timeout=0)[0]:
-        try:
-            ray.get(ref)
-        except Exception as exc:  # the task died without recording it (its worker crashed)
-            status = status.model_copy(update={"state": "failed", "error": f"the job's task died: {exc}"})
+        status = await ingress.run(jobs.read_status, ingress.store, job_id)  # the job writes its last status, then ends
+        if status.state in ("pending", "running"):  # it died without recording it (its process crashed)
+            status = status.model_copy(update={"state": "failed", "error": f"the job's process died: {job_error(ref)}"})
             await ingress.run(jobs.write_status, ingress.store, status)
-        else:
-            status = await ingress.run(jobs.read_status, ingress.store, job_id)
     return status
+
+
+def job_error(ref) -> str:
+    try:
+        ray.get(ref)
+        return "it ended without a last status"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
 
 
 @router.get("/v1/indexes")
 async def indexes(request: Request, ingress: IngressDep) -> dict[str, dict]:
-    ingress.principal(request).require("admin")
+    (await ingress.principal(request)).require("admin")
     return await index_statuses(ingress)
 
 
@@ -73,7 +78,7 @@ async def index_statuses(ingress) -> dict[str, dict]:
 
 @router.post("/v1/indexes/{signal_type}/rollback")
 async def rollback(request: Request, signal_type: str, body: RollbackRequest, ingress: IngressDep) -> dict:
-    ingress.principal(request).require("admin")
+    (await ingress.principal(request)).require("admin")
     return await roll_back(ingress, signal_type, body.version)
 
 

@@ -22,7 +22,7 @@ router = APIRouter(tags=["matching"])
 
 @router.get("/v1/signal-types")
 async def signal_types(request: Request, ingress: IngressDep) -> dict[str, list[SignalTypeOut]]:
-    ingress.principal(request)
+    await ingress.principal(request)
     return {
         "signal_types": [
             SignalTypeOut(name=s.name, content_types=sorted(s.content_types), index_kind=s.index_kind, unit=s.unit,
@@ -34,7 +34,7 @@ async def signal_types(request: Request, ingress: IngressDep) -> dict[str, list[
 
 @router.post("/v1/hash", openapi_extra=either_body(HashJSON, ("file", "content_type")))
 async def hash(request: Request, ingress: IngressDep) -> HashResult:
-    ingress.principal(request).require_reader()
+    (await ingress.principal(request)).require_reader()
     body = await read_request(request, HashJSON, ingress.settings.limits.max_upload_bytes)
     content, content_type = ingress.item_of(body)
     signals = await ingress.compute(content, content_type, ingress.wanted_types(content_type, None))
@@ -48,7 +48,7 @@ async def hash(request: Request, ingress: IngressDep) -> HashResult:
 @router.post("/v1/match", openapi_extra=either_body(MatchJSON, ("file", "content_type", "banks", "signal_types")))
 async def match(request: Request, ingress: IngressDep) -> MatchResult:
     started = time.perf_counter()
-    who = ingress.principal(request)
+    who = await ingress.principal(request)
     who.require("match")
     body = await read_request(request, MatchJSON, ingress.settings.limits.max_upload_bytes)
     if isinstance(body, Upload):

@@ -55,7 +55,7 @@ async def metrics_endpoint(ingress: IngressDep) -> Response:
 async def deployments(request: Request, ingress: IngressDep) -> dict:
     """This application's deployments with their running replicas, and the cluster's
     resources: the shape a load test measured (admin)."""
-    ingress.principal(request).require("admin")
+    (await ingress.principal(request)).require("admin")
     app_name = serve.get_replica_context().app_name
     status = (await ingress.run(serve.status)).applications[app_name]
     resources = ray.cluster_resources()
