@@ -22,7 +22,6 @@ The machine is shared: the 1-minute load average is printed beside each figure.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import os

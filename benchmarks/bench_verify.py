@@ -174,7 +174,7 @@ def report(records, edits, args) -> None:
                 f"verification recall at {t} inliers (given the true item; and end to end through top-{args.k} | PDQ <= {args.radius}), "
                 f"inliers of copies and of the best non-copy",
                 ["edit", "copies", *(f"top-{k}" for k in KS), *(f"pdq<={r}" for r in RADII), "verified (given)",
-                 f"verified (end to end)", "median copy inliers", "median best non-copy", "max best non-copy", "false matches"], rows)
+                 "verified (end to end)", "median copy inliers", "median best non-copy", "max best non-copy", "false matches"], rows)
     tp, fp = int((true[held & copy] >= t).sum()), int((false[held] >= t).sum())
     print(f"\nheld-out overall: recall {tp / max(1, int((held & copy).sum())):.3f}, precision {tp / max(1, tp + fp):.3f} "
           f"({tp} copies verified, {fp} queries with a non-copy verified)")

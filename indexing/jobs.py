@@ -19,6 +19,7 @@ import ray
 from pydantic import BaseModel, Field
 
 from mediamatch.platform.errors import NotFound
+from mediamatch.platform.progress import recording_progress
 from mediamatch.platform.settings import Settings
 from mediamatch.platform.storage import ObjectStore
 
@@ -86,15 +87,7 @@ def run_reindex(settings: dict[str, Any], status: JobStatus) -> JobStatus:
 
     config = Settings(**settings)
     store = ObjectStore.from_settings(config)
-    last = 0.0
-
-    def progress(fraction: float, message: str) -> None:
-        nonlocal last
-        status.state, status.progress, status.message = "running", round(fraction, 3), message
-        if time.monotonic() - last > 0.5:
-            last = time.monotonic()
-            write_status(store, status)
-
+    progress = recording_progress(status, lambda: write_status(store, status))
     status.state = "running"
     write_status(store, status)
     try:

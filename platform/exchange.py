@@ -38,6 +38,7 @@ from pydantic import BaseModel, Field
 from .catalog import Catalog, new_entry_id, now_iso
 from .errors import InvalidInput, NotFound
 from .media import CONTENT_TYPES
+from .progress import recording_progress
 from .signals import SIGNAL_TYPES, compute_signals, signal_types_for
 from .storage import ObjectStore
 
@@ -540,15 +541,7 @@ def read_job(store: ObjectStore, bank: str, job_id: str) -> ImportJob:
 
 def run_import_job(store: ObjectStore, catalog: Catalog, job: ImportJob, stream: IO[bytes], fmt: str | None, name: str | None, size: int | None) -> ImportJob:
     """Run an import, recording its progress (at most twice a second) and its report in the store."""
-    last = 0.0
-
-    def progress(fraction: float, message: str) -> None:
-        nonlocal last
-        job.state, job.progress, job.message = "running", round(fraction, 3), message
-        if time.monotonic() - last > 0.5:
-            last = time.monotonic()
-            write_job(store, job)
-
+    progress = recording_progress(job, lambda: write_job(store, job))
     job.state = "running"
     write_job(store, job)
     try:
