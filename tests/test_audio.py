@@ -148,7 +148,7 @@ def test_disabled_entry_stops_matching_after_catch_up(bank, tmp_path):
     catalog, keys = bank_values(ObjectStore(str(tmp_path)), {k: bank.values[k] for k in ("synth-a", "synth-b")})
     live = LiveIndex(catalog.store, SIGNAL)
     query = SIGNAL.compute_query(EDITS["excerpt 10 s"](bank.items["synth-a"])).value
-    [[(entry_id, _, _)]] = search(live, [query])
+    [[(entry_id, _, _, _)]] = search(live, [query])
     assert keys[entry_id] == "synth-a"
     catalog.update_entry("audio", entry_id, enabled=False)
     live.catch_up(live.state)
@@ -183,7 +183,7 @@ def test_query_reads_only_the_postings_of_its_hashes(tmp_path):
 
     excerpt = planted[200:500].copy()
     excerpt[:, 1] -= 300
-    [[(entry_id, bank, distance)]] = search(live, [A.encode_value(excerpt)])
+    [[(entry_id, bank, distance, _)]] = search(live, [A.encode_value(excerpt)])
     assert (keys[entry_id], bank, distance) == ("planted", "audio", 0.0)  # all 300 vote for one offset
 
 
