@@ -23,6 +23,8 @@ import ray  # noqa: F401  (puts its vendored psutil on the path)
 import psutil
 import requests
 
+from mediamatch.deployments.app import data_plane_env
+
 BIN = Path(sys.executable).parent
 MARK = "MEDIAMATCH_TEST_CLUSTER"
 # Ray's start-up waits (agents registering, a raylet coming up) sized for a shared, loaded machine
@@ -112,7 +114,10 @@ class LocalCluster:
         assert done.returncode == 0, f"ray start of {name}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
 
     def env(self, node: str) -> dict[str, str]:
-        return {**os.environ, MARK: f"{self.id}:{node}", "RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
+        # Serve's own proxy, whatever data plane the test session's Ray took: these nodes share one
+        # machine, so each node's HAProxy would bind the same ports (a real cluster's nodes do not)
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_HAPROXY_")}
+        return {**inherited, **data_plane_env("proxy"), MARK: f"{self.id}:{node}", "RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
                 "RAY_DATA_DISABLE_PROGRESS_BARS": "1", **PATIENT}
 
     def processes(self, node: str | None = None) -> list[psutil.Process]:
