@@ -87,6 +87,18 @@ def check_matches(store: ObjectStore, values: list[str], sample: np.ndarray) -> 
     return t, found, len(live.state.delta)
 
 
+def follow(name: str, store: ObjectStore, values: list[str]) -> np.ndarray:
+    """Time a fresh searcher's live-delta catch-up (1,000 sampled near-duplicates matched) and a
+    catalog reload, as a starting ingress does; returns the sample."""
+    sample = np.random.default_rng(1).choice(len(values), 1000, replace=False)
+    t, found, delta = check_matches(store, values, sample)
+    print(f"{name:<10} live delta catch-up     {t}  -> {delta:,} in the delta, {found}/1000 near-duplicates found")
+    with Timer() as t:
+        Catalog(store).refresh()
+    print(f"{name:<10} catalog reload          {t}")
+    return sample
+
+
 def run_store(name: str, store: ObjectStore, csv_path: str, values: list[str], batch: int, reindex: bool) -> None:
     catalog = Catalog(store)
     catalog.create_bank("bench")
@@ -94,12 +106,7 @@ def run_store(name: str, store: ObjectStore, csv_path: str, values: list[str], b
     with Timer() as t, open(csv_path, "rb") as f:
         report = import_stream(catalog, "bench", f, name=csv_path, size=size, batch_size=batch)
     print(f"{name:<10} import {len(values):,} rows    {t}  -> {report.added:,} added in {report.batches} commits, {report.bad_count} bad")
-    sample = np.random.default_rng(1).choice(len(values), 1000, replace=False)
-    t, found, delta = check_matches(store, values, sample)
-    print(f"{name:<10} live delta catch-up     {t}  -> {delta:,} in the delta, {found}/1000 near-duplicates found")
-    with Timer() as t:
-        Catalog(store).refresh()
-    print(f"{name:<10} catalog reload          {t}")
+    sample = follow(name, store, values)
     with Timer() as t, open(csv_path, "rb") as f:
         again = import_stream(catalog, "bench", f, name=csv_path, size=size, batch_size=batch)
     print(f"{name:<10} re-import (all banked)  {t}  -> {again.added} added, {again.already_banked:,} already banked")
@@ -132,12 +139,7 @@ def run_baseline(store: ObjectStore, values: list[str], batch: int) -> None:
                 catalog.add_entries("bench", [Entry(bank="bench", content_type="photo", signals={"pdq": PDQ.parse(v)}, external_id=f"p{i}")
                                               for i, v in enumerate(values[start:start + batch], start)])
         print(f"{'baseline':<10} add_entries, JSON log  {t}")
-        sample = np.random.default_rng(1).choice(len(values), 1000, replace=False)
-        t, found, delta = check_matches(store, values, sample)
-        print(f"{'baseline':<10} live delta catch-up     {t}  -> {delta:,} in the delta, {found}/1000 found")
-        with Timer() as t:
-            Catalog(store).refresh()
-        print(f"{'baseline':<10} catalog reload          {t}")
+        follow("baseline", store, values)
     finally:
         catalog_module.INLINE_MAX = inline
 
