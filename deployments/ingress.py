@@ -105,9 +105,9 @@ class Ingress:
     async def compute(self, content: bytes | str, content_type: str, types: list[SignalType], query: bool = False) -> dict[str, Signal]:
         """The signals of one item (`query`: one to match), from the hasher and the model
         deployments in parallel."""
-        wanted = {s.name for s in types}
+        wanted = frozenset(s.name for s in types)  # only these: a query needs no keypoints (the Verifier has the image)
         calls = [handle for group, handle in self.computers.items() if wanted.intersection(group)]
-        results = await asyncio.gather(*(handle.compute.remote((content, content_type, query)) for handle in calls))
+        results = await asyncio.gather(*(handle.compute.remote((content, content_type, query, wanted)) for handle in calls))
         signals: dict[str, Signal] = {}
         for result in results:
             if isinstance(result, MediamatchError):

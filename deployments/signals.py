@@ -19,7 +19,7 @@ from mediamatch.platform.signals import Signal, configure_signal_types, get_sign
 
 log = logging.getLogger("ray.serve")
 
-Item = tuple[bytes | str, str, bool]  # content, content type, whether it is to be matched (else banked)
+Item = tuple[bytes | str, str, bool, frozenset[str]]  # content, content type, whether it is to be matched (else banked), the signal types wanted
 Computed = dict[str, Signal] | MediamatchError  # one item's signals, or why it has none
 
 
@@ -42,10 +42,11 @@ class SignalComputer:
         return await asyncio.to_thread(self.compute_items, items)
 
     def compute_items(self, items: list[Item]) -> list[Computed]:
-        """Each item's signals of the types it has; an item that cannot be read gets its error."""
+        """Each item's signals of the wanted types it has; an item that cannot be read gets its error."""
         out: list[Computed] = [{} for _ in items]
         for signal_type in self.types:
-            mine = [i for i, (_, ctype, _) in enumerate(items) if ctype in signal_type.content_types and isinstance(out[i], dict)]
+            mine = [i for i, (_, ctype, _, wanted) in enumerate(items)
+                    if signal_type.name in wanted and ctype in signal_type.content_types and isinstance(out[i], dict)]
             for query in (False, True):
                 group = [i for i in mine if items[i][2] == query]
                 if not group:
