@@ -197,7 +197,7 @@ def round_trip(n: int, tmp: str) -> None:
     with Timer() as t, open(path, "rb") as f:
         report = import_stream(fresh, "mixed", f, name=path)
     print(f"round trip import                   {t}  -> {report.added:,} added, {report.bad_count} bad")
-    same = lambda c: sorted((e["content_type"], json.dumps(e["signals"], sort_keys=True), e["labels"], json.dumps(e["metadata"], sort_keys=True)) for e in c.entries["mixed"].values())  # noqa: E731
+    same = lambda c: sorted((e["content_type"], json.dumps(e["signals"], sort_keys=True), e["labels"], json.dumps(e["metadata"], sort_keys=True)) for e in c.entries["mixed"].iter_entries())  # noqa: E731
     fresh.refresh()
     catalog.refresh()
     entries_equal = same(fresh) == same(catalog)

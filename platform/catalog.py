@@ -18,6 +18,7 @@ import secrets
 import threading
 import time
 from datetime import datetime, timezone
+from itertools import islice
 from typing import Any, Iterable
 
 import pyarrow as pa
@@ -26,6 +27,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field, field_validator
 
 from .commitlog import CommitLog
+from .entries import ENTRY_SCHEMA, SIGNAL_COLUMN, BankEntries, batch_segment
 from .errors import Conflict, InvalidInput, NotFound
 from .media import CONTENT_TYPES
 from .storage import ObjectStore, sha256_hex
@@ -35,7 +37,6 @@ SNAPSHOT_PREFIX = "catalog/snapshots"
 BATCH_PREFIX = "catalog/batches"
 INLINE_MAX = 1000  # entries an add record holds as JSON; a larger batch goes to a Parquet file the record names
 BANK_NAME = re.compile(r"^[a-z0-9_-]{1,64}$")
-ENTRY_COLUMNS = ("entry_id", "bank", "content_type", "signals", "metadata", "enabled", "created_at", "media", "labels", "external_id")
 
 
 def now_iso() -> str:
@@ -111,7 +112,7 @@ class Catalog:
         self.log = CommitLog(store, LOG_PREFIX)
         self.seq = 0
         self.banks: dict[str, dict[str, Any]] = {}
-        self.entries: dict[str, dict[str, dict[str, Any]]] = {}  # bank -> entry_id -> entry
+        self.entries: dict[str, BankEntries] = {}  # columnar: no Python object per entry
         self._loaded = False
         self._lock = threading.RLock()
 
@@ -131,7 +132,7 @@ class Catalog:
         op = record["op"]
         if op == "create_bank":
             self.banks[record["bank"]["name"]] = record["bank"]
-            self.entries[record["bank"]["name"]] = {}
+            self.entries[record["bank"]["name"]] = BankEntries(record["bank"]["name"])
         elif op == "update_bank":
             self.banks[record["name"]].update(record["changes"])
         elif op == "delete_bank":
@@ -139,12 +140,16 @@ class Catalog:
             self.entries.pop(record["name"], None)
         elif op == "add_entries":
             bank = self.entries[record["bank"]]
-            for entry in batch_entries(self.store, record):
-                bank[entry["entry_id"]] = entry
+            if "segment" in record:  # a batch this process wrote
+                bank.add_segment(record["segment"])
+            elif "entries_file" in record:
+                bank.add_segment(batch_segment(_read_batch(self.store, record["entries_file"]), _json_types()))
+            else:
+                bank.add_rows(record["entries"])
         elif op == "update_entry":
-            self.entries[record["bank"]][record["entry_id"]].update(record["changes"])
+            self.entries[record["bank"]].update(record["entry_id"], record["changes"])
         elif op == "delete_entry":
-            self.entries[record["bank"]].pop(record["entry_id"], None)
+            self.entries[record["bank"]].delete(record["entry_id"])
         else:
             raise ValueError(f"unknown catalog op {op!r} in the log")
 
@@ -222,14 +227,15 @@ class Catalog:
         an unreferenced file."""
         if not records:
             return
-        record: dict[str, Any] = {"op": "add_entries", "bank": bank}
+        record: dict[str, Any] = {"op": "add_entries", "bank": bank, "entries": records}
+        applied = record
         if len(records) > INLINE_MAX:
             key = f"{BATCH_PREFIX}/{records[0]['entry_id']}-{secrets.token_hex(4)}.parquet"
-            self.store.put(key, _batch_to_parquet(records))
-            record.update(entries_file=key, count=len(records))
-        else:
-            record["entries"] = records
-        self._commit(record, lambda: self._bank(bank), applied={"op": "add_entries", "bank": bank, "entries": records})
+            batch = _batch_table(records)
+            self.store.put(key, _parquet(batch))
+            record = {"op": "add_entries", "bank": bank, "entries_file": key, "count": len(records)}
+            applied = {**record, "segment": batch_segment(batch, _json_types())}
+        self._commit(record, lambda: self._bank(bank), applied=applied)
 
     def update_entry(self, bank: str, entry_id: str, enabled: bool | None = None, metadata: dict | None = None) -> Entry:
         changes = {k: v for k, v in (("enabled", enabled), ("metadata", metadata)) if v is not None}
@@ -252,16 +258,16 @@ class Catalog:
         with self._lock:
             self.refresh()
             self._bank(bank)
-            ids = sorted(i for i in self.entries[bank] if cursor is None or i > cursor)
-            page = [Entry(**self.entries[bank][i]) for i in ids[:limit]]
-            return page, (page[-1].entry_id if len(ids) > limit else None)
+            rows = list(islice(self.entries[bank].iter_entries(after=cursor), limit + 1))
+            page = [Entry(**row) for row in rows[:limit]]
+            return page, (page[-1].entry_id if len(rows) > limit else None)
 
     def _entry(self, bank: str, entry_id: str) -> dict[str, Any]:
         self._bank(bank)
-        try:
-            return self.entries[bank][entry_id]
-        except KeyError:
-            raise NotFound(f"no entry {entry_id!r} in bank {bank!r}") from None
+        entry = self.entries[bank].get(entry_id)
+        if entry is None:
+            raise NotFound(f"no entry {entry_id!r} in bank {bank!r}")
+        return entry
 
     # -- media -----------------------------------------------------------------------------
     def put_media(self, data: bytes) -> str:
@@ -285,8 +291,9 @@ class Catalog:
             folder = f"{SNAPSHOT_PREFIX}/{seq:012d}"
             if self.store.exists(f"{folder}/banks.json"):
                 return seq
-            rows = [e for bank in self.entries.values() for e in bank.values()]
-            self.store.put(f"{folder}/entries.parquet", _entries_to_parquet(rows))
+            tables = [e.table().add_column(1, "bank", pa.array([name] * len(e), pa.string())) for name, e in self.entries.items()]
+            table = pa.concat_tables(tables) if tables else ENTRY_SCHEMA.empty_table()
+            self.store.put(f"{folder}/entries.parquet", _parquet(table))
             self.store.put_json_if_absent(f"{folder}/banks.json", {"seq": seq, "banks": list(self.banks.values())})
             return seq
 
@@ -297,9 +304,10 @@ class Catalog:
         folder = complete[-1].rsplit("/", 1)[0]
         head = self.store.get_json(f"{folder}/banks.json")
         self.banks = {b["name"]: b for b in head["banks"]}
-        self.entries = {name: {} for name in self.banks}
-        for entry in read_snapshot_entries(self.store, folder):
-            self.entries[entry["bank"]][entry["entry_id"]] = entry
+        self.entries = {name: BankEntries(name) for name in self.banks}
+        table = pq.read_table(self.store.path(f"{folder}/entries.parquet"), filesystem=self.store.fs)
+        for name, entries in self.entries.items():
+            entries.add_segment(table.filter(pc.equal(table.column("bank"), name)).drop_columns(["bank"]))
         self.seq = head["seq"]
 
 
@@ -311,58 +319,25 @@ def snapshot_folder(seq: int) -> str:
     return f"{SNAPSHOT_PREFIX}/{seq:012d}"
 
 
-def _entries_to_parquet(rows: list[dict[str, Any]]) -> bytes:
-    columns = {c: [r.get(c) for r in rows] for c in ENTRY_COLUMNS}
-    columns["signals"] = [json.dumps(s) for s in columns["signals"]]
-    columns["metadata"] = [json.dumps(m) for m in columns["metadata"]]
-    columns["labels"] = [labels or [] for labels in columns["labels"]]
-    table = pa.table(columns, schema=ENTRY_SCHEMA)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return sink.getvalue().to_pybytes()
-
-
-ENTRY_SCHEMA = pa.schema(
-    [
-        ("entry_id", pa.string()),
-        ("bank", pa.string()),
-        ("content_type", pa.string()),
-        ("signals", pa.string()),  # JSON: {signal_type: value}
-        ("metadata", pa.string()),  # JSON
-        ("enabled", pa.bool_()),
-        ("created_at", pa.string()),
-        ("media", pa.string()),
-        ("labels", pa.list_(pa.string())),
-        ("external_id", pa.string()),
-    ]
-)
-
-
-def read_snapshot_entries(store: ObjectStore, folder: str) -> Iterable[dict[str, Any]]:
-    table = pq.read_table(store.path(f"{folder}/entries.parquet"), filesystem=store.fs)
-    for row in table.to_pylist():
-        row["signals"] = json.loads(row["signals"])
-        row["metadata"] = json.loads(row["metadata"])
-        row["labels"] = row.get("labels") or []
-        yield row
-
-
 # A batch file (a large add_entries commit) holds one string column per signal type, named
 # SIGNAL_COLUMN + type (the value, or its JSON where it is not a string), so a searcher reads
 # the ids and its own signal's column and never builds a Python object per entry.
-SIGNAL_COLUMN = "signal:"
 BATCH_FIELDS = [f for f in ENTRY_SCHEMA.names if f not in ("signals", "bank")]
 
 
-def _batch_to_parquet(records: list[dict[str, Any]]) -> bytes:
+def _batch_table(records: list[dict[str, Any]]) -> pa.Table:
     names = list(dict.fromkeys(n for r in records for n in r["signals"]))
     columns: dict[str, pa.Array] = {f: pa.array([r.get(f) for r in records], ENTRY_SCHEMA.field(f).type) for f in BATCH_FIELDS if f != "metadata"}
     columns["metadata"] = pa.array([json.dumps(r["metadata"]) if r.get("metadata") else None for r in records], pa.string())
     for name in names:
         values = [r["signals"].get(name) for r in records]
         columns[SIGNAL_COLUMN + name] = pa.array([v if v is None or isinstance(v, str) else json.dumps(v) for v in values], pa.string())
+    return pa.table(columns)
+
+
+def _parquet(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
-    pq.write_table(pa.table(columns), sink)
+    pq.write_table(table, sink)
     return sink.getvalue().to_pybytes()
 
 
@@ -370,28 +345,11 @@ def _read_batch(store: ObjectStore, key: str, columns: list[str] | None = None) 
     return pq.read_table(store.path(key), filesystem=store.fs, columns=columns)
 
 
-def batch_entries(store: ObjectStore, record: dict[str, Any]) -> Iterable[dict[str, Any]]:
-    """The entries of an add_entries log record, whole: inline, or from the batch file it names."""
-    if "entries_file" not in record:
-        yield from record["entries"]
-        return
+def _json_types() -> set[str]:
+    """The signal types whose batch-file column holds JSON (float vectors), not the value itself."""
     from .signals import SIGNAL_TYPES
 
-    table = _read_batch(store, record["entries_file"])
-    names = [c[len(SIGNAL_COLUMN):] for c in table.column_names if c.startswith(SIGNAL_COLUMN)]
-    floats = {n for n in names if n in SIGNAL_TYPES and SIGNAL_TYPES[n].index_kind == "float" and not SIGNAL_TYPES[n].bag}
-    signal_columns = [table.column(SIGNAL_COLUMN + n).to_pylist() for n in names]
-    if len(names) == 1 and not floats:  # the usual import: one signal type
-        signals = [{names[0]: v} if v is not None else {} for v in signal_columns[0]]
-    else:
-        signals = [{n: json.loads(v) if n in floats else v for n, v in zip(names, row) if v is not None} for row in zip(*signal_columns)]
-    bank = record["bank"]
-    ids, ctypes, enabled, created, media, labels, external, metadata = (table.column(f).to_pylist() for f in (
-        "entry_id", "content_type", "enabled", "created_at", "media", "labels", "external_id", "metadata"))
-    for i, entry_id in enumerate(ids):
-        yield {"entry_id": entry_id, "bank": bank, "content_type": ctypes[i], "signals": signals[i],
-               "metadata": json.loads(metadata[i]) if metadata[i] else {}, "enabled": enabled[i], "created_at": created[i],
-               "media": media[i], "labels": labels[i] or [], "external_id": external[i]}
+    return {n for n, t in SIGNAL_TYPES.items() if t.index_kind == "float" and not t.bag}
 
 
 def batch_signal(store: ObjectStore, record: dict[str, Any], name: str) -> tuple[list[str], list[Any], list[bool]]:
@@ -399,15 +357,13 @@ def batch_signal(store: ObjectStore, record: dict[str, Any], name: str) -> tuple
     if "entries_file" not in record:
         mine = [e for e in record["entries"] if e["signals"].get(name) is not None]
         return [e["entry_id"] for e in mine], [e["signals"][name] for e in mine], [e.get("enabled", True) for e in mine]
-    from .signals import SIGNAL_TYPES
-
     key, column = record["entries_file"], SIGNAL_COLUMN + name
     if column not in pq.read_schema(store.path(key), filesystem=store.fs).names:
         return [], [], []
     table = _read_batch(store, key, ["entry_id", "enabled", column])
     table = table.filter(pc.is_valid(table.column(column)))
     values = table.column(column).to_pylist()
-    if SIGNAL_TYPES[name].index_kind == "float" and not SIGNAL_TYPES[name].bag:
+    if name in _json_types():
         values = [json.loads(v) for v in values]
     return table.column("entry_id").to_pylist(), values, table.column("enabled").to_pylist()
 

@@ -345,10 +345,12 @@ class Importer:
         self.catalog, self.bank, self.batch_size, self.on_bad = catalog, bank, batch_size, on_bad
         self.report = ImportReport(bank=bank, format=fmt)
         catalog.get_bank(bank)  # an unknown bank fails before any work
-        with catalog._lock:
-            banked = list(catalog.entries[bank].values())
-        self.known_ids = {e["external_id"]: None for e in banked if e.get("external_id")}  # banked before: value None
-        self.known_values = {(n, v if isinstance(v, str) else json.dumps(v)): None for e in banked for n, v in e["signals"].items()}
+        self.known_ids: dict[str, None] = {}  # banked before: value None
+        self.known_values: dict[tuple[str, str], None] = {}
+        for e in catalog.entries[bank].iter_entries():
+            if e.get("external_id"):
+                self.known_ids[e["external_id"]] = None
+            self.known_values.update(((n, v if isinstance(v, str) else json.dumps(v)), None) for n, v in e["signals"].items())
         self.batch: list[dict[str, Any]] = []
 
     def run(self, rows: Iterable[tuple[int, dict[str, Any] | str]], progress: Progress | None = None, total: Callable[[], float] | None = None) -> ImportReport:
@@ -560,15 +562,12 @@ def export_rows(catalog: Catalog, bank: str) -> Iterator[dict[str, Any]]:
     external_id is exported with its entry_id as one, so its rows stay one entry and a re-import
     of the file is idempotent."""
     catalog.get_bank(bank)
-    with catalog._lock:
-        ids = sorted(catalog.entries[bank])
-    for entry_id in ids:
-        entry = catalog.entries.get(bank, {}).get(entry_id)
-        if entry is None or not entry.get("enabled", True):
+    for entry in catalog.entries[bank].iter_entries():
+        if not entry.get("enabled", True):
             continue
         for name, value in entry["signals"].items():
             yield {"signal_type": name, "signal": value, "content_type": entry["content_type"], "labels": entry.get("labels") or [],
-                   "metadata": entry.get("metadata") or {}, "external_id": entry.get("external_id") or entry_id}
+                   "metadata": entry.get("metadata") or {}, "external_id": entry.get("external_id") or entry["entry_id"]}
 
 
 EXPORT_MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson", "parquet": "application/vnd.apache.parquet"}

@@ -43,7 +43,7 @@ def import_text(catalog: Catalog, bank: str, text: str, fmt: str | None = None, 
 
 def entries(catalog: Catalog, bank: str) -> list[dict]:
     catalog.refresh()
-    return sorted(catalog.entries[bank].values(), key=lambda e: e["entry_id"])
+    return list(catalog.entries[bank].iter_entries())
 
 
 def mediamatch(storage: str, *args: str) -> subprocess.CompletedProcess:

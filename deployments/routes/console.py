@@ -167,7 +167,8 @@ async def banks_page(request: Request, ingress: IngressDep) -> HTMLResponse:
 
 
 def disabled_counts(catalog, banks: list[str]) -> dict[str, int]:
-    return {name: sum(not e["enabled"] for e in list(catalog.entries.get(name, {}).values())) for name in banks}
+    counts = {name: catalog.entries.get(name) for name in banks}
+    return {name: 0 if entries is None else entries.disabled_count() for name, entries in counts.items()}
 
 
 @router.get("/banks/{bank}")
