@@ -1,13 +1,16 @@
 """Match latency and throughput: the Serve application vs a plain FastAPI + faiss server.
 
     python benchmarks/bench_serve.py [--n 1000000] [--seconds 15] [--concurrency 1,8]
-                                     [--modes proxy,haproxy,throughput,haproxy+throughput] [--json out.json]
+                                     [--modes proxy,haproxy,throughput,haproxy+throughput]
+                                     [--layouts compact,co_located] [--json out.json]
 
 One run, one machine, the same data and the same client for every server:
   0. bank N PDQ hashes (seeded random, plus the hashes of the real test photos so uploads
      match) in a catalog in a temp dir, and build + publish the index with the reindex job
      (a multi-hash index: exact within 31 bits). Untimed.
-  1. the service, once per data-plane mode (`--modes`), each in a child process of its own
+  1. the service, once per data-plane mode (`--modes`) and layout (`--layouts`: `compact`, the
+     default, searches in a Searcher deployment after a Hasher call for an upload; `co_located`
+     hashes and searches in the ingress), each in a child process of its own
      (Serve reads its mode from the environment when Ray starts): `build_app` on a local Ray
      instance (pdq and md5 served), on loopback. Modes: `proxy` (Serve's Python proxy actor,
      handle calls over Ray), `haproxy` (RAY_SERVE_ENABLE_HA_PROXY=1: HAProxy in front of the
@@ -185,7 +188,7 @@ def serve_child(args) -> None:
     store = ObjectStore(args.store)
     workloads = json.loads(Path(args.workloads).read_text())
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    settings = Settings(storage=store.uri, serve={"signal_types": ["pdq", "md5"]})
+    settings = Settings(storage=store.uri, serve={"signal_types": ["pdq", "md5"], "layout": args.layout})
     port = free_port()
     results = {}
     t0 = time.perf_counter()
@@ -203,12 +206,12 @@ def serve_child(args) -> None:
     Path(args.out).write_text(json.dumps(results))
 
 
-def run_mode(mode: str, workdir: str, store: ObjectStore, workloads_path: str, args) -> dict:
-    out = os.path.join(workdir, f"{mode}.json")
+def run_mode(mode: str, layout: str, workdir: str, store: ObjectStore, workloads_path: str, args) -> dict:
+    out = os.path.join(workdir, f"{mode}-{layout}.json")
     env = {**os.environ, **data_plane_env(mode)}
     subprocess.run(
-        [sys.executable, __file__, "--serve-child", mode, "--store", store.root, "--workloads", workloads_path, "--out", out,
-         "--seconds", str(args.seconds), "--concurrency", args.concurrency],
+        [sys.executable, __file__, "--serve-child", f"{mode} {layout}", "--layout", layout, "--store", store.root, "--workloads", workloads_path,
+         "--out", out, "--seconds", str(args.seconds), "--concurrency", args.concurrency],
         env=env, check=True,
     )
     return json.loads(Path(out).read_text())
@@ -220,6 +223,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--modes", default=",".join(DATA_PLANES), help=f"data-plane modes of the service to measure: {', '.join(DATA_PLANES)}")
+    parser.add_argument("--layouts", default="compact,co_located", help="serve.layout of the service to measure: compact, co_located")
+    parser.add_argument("--layout", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--json")
     parser.add_argument("--serve-child", help=argparse.SUPPRESS)
@@ -260,7 +265,8 @@ def main() -> None:
         workloads_path = os.path.join(workdir, "workloads.json")
         Path(workloads_path).write_text(json.dumps({"hash": workloads["hash"], "photo": [p.hex() for p in photos]}))
         results: dict = {"n": args.n, "seconds": args.seconds, "bank_seconds": round(bank_seconds, 1), "index": manifest.params.model_dump(exclude_none=True)}
-        results["serve"] = {mode: run_mode(mode, workdir, store, workloads_path, args) for mode in modes}
+        layouts = [layout for layout in args.layouts.split(",") if layout]
+        results["serve"] = {f"{mode} {layout}": run_mode(mode, layout, workdir, store, workloads_path, args) for mode in modes for layout in layouts}
 
         data = os.path.join(workdir, "plain.parquet")
         pq.write_table(pa.table({"entry_id": ids, "pdq": hashes}), data)
@@ -281,7 +287,7 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
 
-    print("\n| mode | request | clients | serve p50 / p99 ms | plain p50 / p99 ms | serve / plain req/s | p50 ratio | req/s ratio |")
+    print("\n| mode, layout | request | clients | serve p50 / p99 ms | plain p50 / p99 ms | serve / plain req/s | p50 ratio | req/s ratio |")
     print("|---|---|---|---|---|---|---|---|")
     for mode, served in results["serve"].items():
         for key, s in served["loads"].items():

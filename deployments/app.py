@@ -3,7 +3,10 @@ replica the ingress replicas lease tokens from), built from settings.
 
 The layout (`serve.layout`) decides how signal types share deployments: `compact` (the
 embedded default) runs one Embedder for every model and one Searcher per slot for every
-signal type; `per_signal_type` gives each its own, to scale each stage separately.
+signal type; `co_located` is compact with the searching of the types that need no model
+inside the ingress (a hash lookup makes no hop; that stage scales with the ingress; hashing
+stays in the Hasher, whose CPU work would contend with the ingress's event loop for the GIL);
+`per_signal_type` gives each its own, to scale each stage separately.
 
 `build_app(settings)` gives the Serve application; `app_builder` is the same for `serve run` /
 `serve deploy` (see `serve_config.yaml`), reading settings from env/YAML plus the config's args.
@@ -84,14 +87,22 @@ def served_types(settings: Settings) -> list[str]:
 
 def stage_groups(settings: Settings) -> tuple[list[list[str]], list[list[str]]]:
     """The signal types each embedder and each searcher deployment serves: all in one of each
-    (`compact`: fewest replicas, one search call per query), or one deployment per type
-    (`per_signal_type`: each scaled on its own, the shape of a cluster)."""
+    (`compact`: fewest replicas, one search call per query; `co_located`: the model types'
+    only, see `in_ingress`), or one deployment per type (`per_signal_type`: each scaled on its
+    own, the shape of a cluster)."""
     names = served_types(settings)
     models = [n for n in names if SIGNAL_TYPES[n].needs_model]
-    searched = [n for n in names if SIGNAL_TYPES[n].searched]  # keypoints are looked up by the Verifier instead
-    if settings.serve.layout == "compact":
-        return ([models] if models else []), [searched]
-    return [[n] for n in models], [[n] for n in searched]
+    searched = [n for n in names if SIGNAL_TYPES[n].searched and n not in in_ingress(settings)]  # keypoints: the Verifier's
+    if settings.serve.layout == "per_signal_type":
+        return [[n] for n in models], [[n] for n in searched]
+    return ([models] if models else []), ([searched] if searched else [])
+
+
+def in_ingress(settings: Settings) -> list[str]:
+    """The searched signal types that the ingress searches itself (`co_located`): those that need no model."""
+    if settings.serve.layout != "co_located":
+        return []
+    return [n for n in served_types(settings) if SIGNAL_TYPES[n].searched and not SIGNAL_TYPES[n].needs_model]
 
 
 def verifies(settings: Settings) -> bool:
@@ -100,8 +111,8 @@ def verifies(settings: Settings) -> bool:
 
 
 def group_name(kind: str, types: list[str], settings: Settings) -> str:
-    """`Embedder` / `Searcher` for a compact layout's group, `Embedder-<type>` / `Searcher-<type>` for one type's."""
-    return kind if settings.serve.layout == "compact" else f"{kind}-{types[0]}"
+    """`Embedder` / `Searcher` for a compact or co_located layout's group, `Embedder-<type>` / `Searcher-<type>` for one type's."""
+    return f"{kind}-{types[0]}" if settings.serve.layout == "per_signal_type" else kind
 
 
 def searcher_name(group: str, slot: int) -> str:
@@ -133,6 +144,8 @@ def build_app(settings: Settings) -> Application:
         name, slots = group_name("Searcher", group, settings), serve_cfg.search_slots
         options = [deployment_options(serve_cfg.searcher, searcher_name(name, slot), serve_cfg.access_log) for slot in range(slots)]
         searchers.append([group, [ShardSearcher.options(**options[slot]).bind(config, group, slot, slots) for slot in range(slots)]])
+    if in_ingress(settings):
+        searchers.append([in_ingress(settings), None])  # searched in the ingress
     verifier = Verifier.options(**deployment_options(serve_cfg.verifier, "Verifier", serve_cfg.access_log)).bind(config) if verifies(settings) else None
     stored = [n for n in served_types(settings) if not SIGNAL_TYPES[n].searched]  # computed and kept at banking, never searched
     limits = RateLimits.options(logging_config={"enable_access_log": serve_cfg.access_log}).bind()

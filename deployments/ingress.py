@@ -8,7 +8,10 @@ Blocking work (object storage, the catalog) runs in threads so the event loop ke
 """
 
 import asyncio
+import functools
+import inspect
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 from fastapi import FastAPI
@@ -26,6 +29,7 @@ from mediamatch.platform.storage import ObjectStore
 from . import http
 from .http import ERROR_RESPONSES, Upload
 from .routes import banks, console, exchange, hma, indexes, matching, operations
+from .searcher import ShardSearcher
 
 log = logging.getLogger("ray.serve")
 
@@ -45,7 +49,8 @@ app.include_router(console.router, include_in_schema=False)
 class Ingress:
     def __init__(self, settings: dict[str, Any], computers: list[list], searchers: list[list], rate_limits: Any, stored: list[str] = (), verifier: Any = None):
         """`computers`: [signal types, handle] of each signal deployment; `searchers`: [signal
-        types, one handle per slot] of each searcher group (see `app.stage_groups`); `stored`:
+        types, one handle per slot] of each searcher group (see `app.stage_groups`), or None:
+        this replica searches them itself (`co_located`, see `InProcess`); `stored`:
         the types computed at banking and never searched (keypoints); `verifier`: the Verifier's
         handle (None: photo candidates are not verified)."""
         self.settings = Settings(**settings)
@@ -57,7 +62,7 @@ class Ingress:
         self.auth = Authenticator(self.settings.tokens)
         self.limiter = SharedRateLimiter(rate_limits.take.remote)  # a team's rate holds across every ingress replica
         self.computers = {tuple(types): handle for types, handle in computers}
-        self.searchers = {tuple(types): handles for types, handles in searchers}
+        self.searchers = {tuple(types): handles or [InProcess(ShardSearcher.func_or_class(settings, types, 0, 1))] for types, handles in searchers}
         self.served = [get_signal_type(name) for types in self.searchers for name in types]
         self.served_names = {s.name for s in self.served}
         self.stored = [get_signal_type(name) for name in stored]
@@ -163,3 +168,15 @@ class Ingress:
             if content_type not in t.content_types:
                 raise InvalidInput(f"{t.name} does not describe content of type {content_type!r}")
         return content_type, {t.name: t.parse(signals[t.name]) for t in types}
+
+
+class InProcess:
+    """A deployment's class run inside this replica, called as its handle is (`x.method.remote(...)`,
+    awaited): the same code without the hop, for the stages the `co_located` layout keeps here."""
+
+    def __init__(self, instance: Any):
+        self.instance = instance
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.instance, name)
+        return SimpleNamespace(remote=method if inspect.iscoroutinefunction(method) else functools.partial(asyncio.to_thread, method))

@@ -93,10 +93,12 @@ class ServeSettings(BaseModel):
         description="how requests reach the ingress and travel between replicas (see DATA_PLANES); "
         "`mediamatch serve` sets it when it starts Ray, a cluster's nodes take it from their environment",
     )
-    layout: Literal["compact", "per_signal_type"] = Field(
+    layout: Literal["compact", "co_located", "per_signal_type"] = Field(
         "compact",
         description="compact: one Embedder for every model signal and one Searcher per slot for every signal type "
-        "(fewest replicas; one search call per query); per_signal_type: one deployment each, scaled separately (a cluster's shape)",
+        "(fewest replicas; one search call per query); co_located: as compact, but the ingress itself searches "
+        "the signal types that need no model (no hop for a hash lookup; every ingress replica holds those indexes whole); "
+        "per_signal_type: one deployment each, scaled separately (a cluster's shape)",
     )
     search_slots: int = Field(1, ge=1, description="searcher deployments per signal type; slot i holds shards i, i+slots, ...")
     poll_seconds: float = Field(1.0, gt=0, description="how often searchers look for a new index version and catalog commits")

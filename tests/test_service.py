@@ -288,10 +288,16 @@ def test_operations_endpoints(service):
     body = openapi["paths"]["/v1/match"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= set(body)
     assert "MatchJSON" in openapi["components"]["schemas"]
-    listing = service.ok("GET", "/v1/banks/quality/entries?limit=150")
+    service.ok("POST", "/v1/banks", json={"name": "listed"})
+    with ThreadPoolExecutor(4) as pool:
+        banked = set(pool.map(lambda i: service.ok("POST", "/v1/banks/listed/entries", json={"signals": {"md5": f"{i:032x}"}, "content_type": "photo"})["entry_id"], range(200)))
+    listing = service.ok("GET", "/v1/banks/listed/entries?limit=150")
     assert len(listing["entries"]) == 150 and listing["next_cursor"]
-    rest = service.ok("GET", f"/v1/banks/quality/entries?limit=150&cursor={listing['next_cursor']}")
+    rest = service.ok("GET", f"/v1/banks/listed/entries?limit=150&cursor={listing['next_cursor']}")
     assert len(rest["entries"]) == 50 and rest["next_cursor"] is None
+    assert [e["entry_id"] for e in listing["entries"] + rest["entries"]] == sorted(banked)
+    (hit,) = service.ok("POST", "/v1/match", json={"signals": {"md5": f"{7:032x}"}, "content_type": "photo", "banks": ["listed"]})["matches"]
+    assert hit["entry_id"] in banked
     types = {t["name"] for t in service.ok("GET", "/v1/signal-types", "matcher")["signal_types"]}
     assert types == {"pdq", "image_embedding", "md5", "vpdq", "video_embedding", "audio_fingerprint", "text_exact", "text_minhash", "text_embedding", "keypoints"}
     metrics = service.call("GET", "/metrics", team=None).text
