@@ -20,7 +20,10 @@ One run, one machine, the same data and the same client for every server:
      loading the same hashes into the same faiss index.
 For each server and request kind, closed-loop clients (threads, one HTTP session each) send
 requests for `--seconds` after a 2 s warm-up, at each concurrency: p50/p99 latency of every
-request and the achieved requests per second. Kinds: `hash` (JSON `{"signals": {"pdq": ...}}`,
+request and the achieved requests per second; where the time goes: the ingress's own
+`took_ms` (p50; the rest of a request is the proxy, HTTP and the client) and the mean time
+of its search calls (the hop to a Searcher, or the in-process search; from its /metrics).
+Kinds: `hash` (JSON `{"signals": {"pdq": ...}}`,
 a banked hash with 0-8 bits flipped) and `photo` (a multipart JPEG upload, decoded and hashed
 by the server). The servers' resident memory (the whole process tree) is sampled once loaded.
 The client runs on the same 2 cores as the servers: read the figures as relative.
@@ -97,6 +100,7 @@ def hash_queries(hashes: list[str], count: int, seed: int) -> list[dict]:
 def load(url: str, kind: str, bodies: list, concurrency: int, seconds: float) -> dict:
     """Closed-loop clients for `seconds` (after a 2 s warm-up); latency of every request."""
     latencies: list[float] = []
+    inside: list[float] = []  # the server's own took_ms: the time inside the ingress
     errors = [0]
     stop_at = [0.0]
     lock = threading.Lock()
@@ -113,13 +117,17 @@ def load(url: str, kind: str, bodies: list, concurrency: int, seconds: float) ->
             else:
                 response = session.post(url + "/v1/match", json=body, timeout=60)
             elapsed = time.perf_counter() - started
-            ok = response.status_code == 200 and response.json()["matches"]
+            answer = response.json() if response.status_code == 200 else {}
+            ok = bool(answer.get("matches"))
             with lock:
-                if measuring[0]:
-                    latencies.append(elapsed) if ok else None
-                    errors[0] += 0 if ok else 1
+                if measuring[0] and ok:
+                    latencies.append(elapsed)
+                    inside.append(answer.get("took_ms", float("nan")))
+                elif measuring[0]:
+                    errors[0] += 1
 
     measuring = [False]
+    searched = search_seconds(url)
     stop_at[0] = time.perf_counter() + 2 + seconds
     threads = [threading.Thread(target=client, args=(c,)) for c in range(concurrency)]
     for t in threads:
@@ -131,13 +139,30 @@ def load(url: str, kind: str, bodies: list, concurrency: int, seconds: float) ->
         t.join()
     took = time.perf_counter() - began
     ms = np.array(latencies) * 1000
+    total, calls = np.subtract(search_seconds(url), searched)
     return {
         "requests": len(latencies),
         "errors": errors[0],
         "rps": round(len(latencies) / took, 1),
         "p50_ms": round(float(np.percentile(ms, 50)), 2) if len(ms) else None,
         "p99_ms": round(float(np.percentile(ms, 99)), 2) if len(ms) else None,
+        "ingress_p50_ms": round(float(np.nanmedian(inside)), 2) if inside and not np.isnan(inside).all() else None,
+        "search_mean_ms": round(1000 * total / calls, 2) if calls else None,
     }
+
+
+def search_seconds(url: str) -> tuple[float, float]:
+    """The ingress's search-call time so far, summed over signal types: (seconds, calls), from
+    its /metrics (none for the plain server)."""
+    response = requests.get(url + "/metrics", timeout=30)
+    if response.status_code != 200:
+        return 0.0, 0.0
+    sums = {"_sum": 0.0, "_count": 0.0}
+    for line in response.text.splitlines():
+        for suffix in sums:
+            if line.startswith("mediamatch_search_seconds" + suffix + "{"):
+                sums[suffix] += float(line.rsplit(" ", 1)[1])
+    return sums["_sum"], sums["_count"]
 
 
 def tree_rss(pid: int) -> float:
@@ -287,13 +312,13 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
 
-    print("\n| mode, layout | request | clients | serve p50 / p99 ms | plain p50 / p99 ms | serve / plain req/s | p50 ratio | req/s ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| mode, layout | request | clients | serve p50 / p99 ms | in ingress p50 ms | search call mean ms | plain p50 / p99 ms | serve / plain req/s | p50 ratio | req/s ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for mode, served in results["serve"].items():
         for key, s in served["loads"].items():
             p = results["plain"][key]
             kind, c = key.split("@")
-            print(f"| {mode} | {kind} | {c} | {s['p50_ms']} / {s['p99_ms']} | {p['p50_ms']} / {p['p99_ms']} | {s['rps']} / {p['rps']} | "
+            print(f"| {mode} | {kind} | {c} | {s['p50_ms']} / {s['p99_ms']} | {s['ingress_p50_ms']} | {s['search_mean_ms']} | {p['p50_ms']} / {p['p99_ms']} | {s['rps']} / {p['rps']} | "
                   f"{s['p50_ms'] / p['p50_ms']:.2f} | {s['rps'] / p['rps']:.2f} |")
     for mode, served in results["serve"].items():
         print(f"{mode}: start {served['start_seconds']} s, {served['rss_gib']} GiB; plain: start {results['plain_start_seconds']} s, {results['plain_rss_gib']} GiB")
