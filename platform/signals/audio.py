@@ -36,8 +36,6 @@ from typing import Any, Sequence
 
 import av
 import numpy as np
-from scipy.ndimage import maximum_filter
-from scipy.signal import resample_poly
 
 from ..errors import InvalidInput, TooLarge, UnsupportedMedia
 from ..settings import LimitSettings
@@ -141,7 +139,12 @@ def _resample(samples: np.ndarray, factor: float) -> np.ndarray:
     """`samples` stretched to `factor` times their length (pitch and tempo x 1/factor)."""
     if factor == 1.0:
         return samples
-    ratio = Fraction(factor).limit_denominator(80)
+    return _resample_by(samples, Fraction(factor).limit_denominator(80))
+
+
+def _resample_by(samples: np.ndarray, ratio: Fraction) -> np.ndarray:
+    from scipy.signal import resample_poly  # here: 76 MiB that only the processes hashing audio need
+
     return resample_poly(samples, ratio.numerator, ratio.denominator).astype(np.float32, copy=False)
 
 
@@ -160,6 +163,8 @@ def peaks(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     spec = spectrogram(samples)
     if spec.shape[0] == 0:
         return np.zeros(0, np.int32), np.zeros(0, np.int32)
+    from scipy.ndimage import maximum_filter
+
     spec = spec[:, MIN_BIN:MAX_BIN]
     local_max = maximum_filter(spec, size=(2 * PEAK_TIME_RADIUS + 1, 2 * PEAK_FREQ_RADIUS + 1), mode="constant", cval=-np.inf)
     mask = (spec == local_max) & (spec > max(float(spec.max()) - PEAK_FLOOR_DB, ABSOLUTE_FLOOR_DB))
@@ -194,8 +199,7 @@ def landmarks(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray
     frame then hash, deterministic.  Frames are 16 ms (HOP / SAMPLE_RATE)."""
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
     if sample_rate != SAMPLE_RATE:
-        ratio = Fraction(SAMPLE_RATE, int(sample_rate))
-        x = resample_poly(x, ratio.numerator, ratio.denominator).astype(np.float32)
+        x = _resample_by(x, Fraction(SAMPLE_RATE, int(sample_rate)))
     t, f = peaks(x)
     return pair_peaks(t, f)
 
@@ -227,8 +231,7 @@ def speed_variants(samples: np.ndarray, sample_rate: int = SAMPLE_RATE, speeds: 
     which are the bank item's frames when the factor undoes the change."""
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
     if sample_rate != SAMPLE_RATE:
-        ratio = Fraction(SAMPLE_RATE, int(sample_rate))
-        x = resample_poly(x, ratio.numerator, ratio.denominator).astype(np.float32)
+        x = _resample_by(x, Fraction(SAMPLE_RATE, int(sample_rate)))
     return [landmarks(_resample(x, s)) for s in speeds]
 
 
