@@ -1,7 +1,7 @@
 """Index build: the Ray Data job vs a plain single-process faiss script, same data, same parameters.
 
     python benchmarks/bench_index.py [--n 1000000] [--shards 2] [--only float|pdq] [--seed 1234]
-                                     [--json out.json] [--reader v2|v1]
+                                     [--json out.json] [--reader v2|v1] [--skip-plain]
 
 Two cases, each built two ways from the same Parquet file in a local object store (temp dir):
   (a) N 256-d float vectors (IVF-PQ + exact re-rank, parameters from `choose_params`),
@@ -14,7 +14,8 @@ Per case, in this one process and in this order:
      `train_size` (float), add everything, write the index (+ the entry ids, as Parquet) to a
      file in the same temp dir, fsync'd. faiss on 2 threads. Timed: read + train + add + write.
      Peak memory: getrusage(RUSAGE_SELF / RUSAGE_CHILDREN).ru_maxrss, the process's high-water
-     mark reset (/proc/self/clear_refs) just before this step;
+     mark reset (/proc/self/clear_refs) just before this step (children: the largest child
+     waited for, which includes an earlier case's searcher processes);
   2. the Ray Data job, SECOND: `build_index(store, type, ray.data.read_parquet(...), shards,
      IndexSettings(...))` end to end: read, materialise, sample, train, add in shards, write
      shards + ids + manifest, measure recall on held-out queries (tuning nprobe), publish.
@@ -28,6 +29,20 @@ Per case, in this one process and in this order:
      Untimed cross-checks on the same queries: the nprobe the single plain index needs to reach
      the target (doubling, as the job tunes), and the Ray-built index itself (its shards loaded
      from the store and checksummed, as the searchers do, at the manifest's nprobe).
+  4. the searchers, FOURTH: each slot of the published index (one shard each) loaded in a fresh
+     process as a `ShardSearcher` replica loads it (`LiveIndex(store, type, slot, slots)`, the
+     shard's files checksummed). Memory: RSS after loading minus RSS before (both after gc and
+     malloc_trim), the peak while loading (VmHWM, reset before), and two parts of it: the
+     entry-id strings, and the faiss file's size. Then lookups as the replica answers them
+     (`search_values` at `Settings()`'s k = serve.max_matches and match threshold, the
+     manifest's nprobe): every query one value per call (p50/p99), then 64 batches of
+     serve.max_batch_size (p50/p99 per batch). In-process: no Serve hops (bench_serve has those).
+`--skip-plain` skips steps 1 and 3 (the plain build holds all N values in memory, 10 GB at
+10M x 256-d): the queries are then drawn by the same rule from the Parquet file one row group
+at a time, and their exact answers found by brute force over one row group (100,000 rows) at a
+time (float: faiss `IndexFlatIP` per group, merged in a `ResultHeap`; PDQ: `IndexBinaryFlat`
+range search per group). The data is written in row groups too, so a float case never holds
+more than one chunk of generated vectors (PDQ's 32 bytes per row are generated at once).
 `ray.init(num_cpus=2)` happens once, before any timing; then a warm-up starts the workers and
 Ray Data's helpers (a 2-row read), as on a long-lived cluster: that cold start is reported on
 its own line, not counted in the job's figure. The 1-minute load average is recorded around
@@ -349,6 +364,9 @@ def searcher_main(spec_path: str) -> None:
     live = LiveIndex(ObjectStore(spec["root"]), signal_type, spec["slot"], spec["slots"])
     load_seconds = time.perf_counter() - t0
     peak, loaded = high_water_rss(), trimmed_rss()
+    state = live.state
+    entry_ids = sum(s.entry_ids.nbytes + sum(map(sys.getsizeof, s.entry_ids)) for s in state.shards)  # Python str objects
+    index_files = sum(os.path.getsize(live.store.path(state.manifest.shards[n].index)) for n in range(spec["slot"], len(state.manifest.shards), spec["slots"]))
     for value in values[:20]:  # warm-up
         live.search_values([value], k, radius)
     single = []
@@ -371,6 +389,8 @@ def searcher_main(spec_path: str) -> None:
         "rss_loaded_gib": round(loaded / GIB, 3),
         "shard_rss_gib": round((loaded - base) / GIB, 3),
         "load_peak_growth_gib": round((peak - base) / GIB, 3),
+        "entry_ids_gib": round(entry_ids / GIB, 3),
+        "faiss_file_gib": round(index_files / GIB, 3),
         "rss_after_lookups_gib": round(trimmed_rss() / GIB, 3),
         "k": k,
         "radius": radius,
@@ -542,7 +562,8 @@ def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log, skip_
     searchers = searcher_figures(root, kind, manifest, queries, workdir)
     loads["searcher_end"] = load()
     for s in searchers:
-        log(f"[{kind}] searcher slot {s['slot']}: {s['rows']:,} rows, +{s['shard_rss_gib']} GiB RSS loaded (peak +{s['load_peak_growth_gib']} while loading, {s['load_seconds']} s), "
+        log(f"[{kind}] searcher slot {s['slot']}: {s['rows']:,} rows, +{s['shard_rss_gib']} GiB RSS loaded (peak +{s['load_peak_growth_gib']} while loading, {s['load_seconds']} s; "
+            f"entry-id strings {s.get('entry_ids_gib')} GiB, faiss file {s.get('faiss_file_gib')} GiB), "
             f"single p50/p99 {s['single']['p50_ms']}/{s['single']['p99_ms']} ms, batch of {s['batch']['size']} p50/p99 {s['batch']['p50_ms']}/{s['batch']['p99_ms']} ms")
 
     return {
