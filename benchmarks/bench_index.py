@@ -1,4 +1,4 @@
-"""Index build: the Ray Data job vs a plain single-process faiss script, same data, same parameters.
+"""Index build, the Ray Data job vs a plain single-process faiss script (same data, same parameters), and the searchers it feeds.
 
     python benchmarks/bench_index.py [--n 1000000] [--shards 2] [--only float|pdq] [--seed 1234]
                                      [--json out.json] [--reader v2|v1] [--skip-plain]
@@ -26,9 +26,8 @@ Per case, in this one process and in this order:
      job's rule (random rows, `perturb_queries`), the job's tuned nprobe (`manifest.params.nprobe`);
      float: top-10 vs exact `IndexFlatIP` over all N; PDQ: every hash within 31 bits found by
      range search vs `IndexBinaryFlat` range search. Both are averaged per query, as the job does.
-     Untimed cross-checks on the same queries: the nprobe the single plain index needs to reach
-     the target (doubling, as the job tunes), and the Ray-built index itself (its shards loaded
-     from the store and checksummed, as the searchers do, at the manifest's nprobe).
+     Untimed cross-check on the same queries: the nprobe the single plain index needs to reach
+     the target (doubling, as the job tunes); the Ray-built index itself is checked in step 4.
   4. the searchers, FOURTH: each slot of the published index (one shard each) loaded in a fresh
      process as a `ShardSearcher` replica loads it (`LiveIndex(store, type, slot, slots)`, the
      shard's files checksummed). Memory: RSS after loading minus RSS before (both after gc and
@@ -37,6 +36,9 @@ Per case, in this one process and in this order:
      (`search_values` at `Settings()`'s k = serve.max_matches and match threshold, the
      manifest's nprobe): every query one value per call (p50/p99), then 64 batches of
      serve.max_batch_size (p50/p99 per batch). In-process: no Serve hops (bench_serve has those).
+     Each searcher also answers the benchmark's queries (float: top 10; PDQ: all within 31
+     bits): merged over slots, their recall against the exact answers is the Ray-built
+     index's recall at the served nprobe.
 `--skip-plain` skips steps 1 and 3 (the plain build holds all N values in memory, 10 GB at
 10M x 256-d): the queries are then drawn by the same rule from the Parquet file one row group
 at a time, and their exact answers found by brute force over one row group (100,000 rows) at a
@@ -254,20 +256,17 @@ def set_recall(found: list[set], exact: list[set]) -> float:
     return float(np.mean(scores)) if scores else 1.0
 
 
-def ray_index_recall(store, signal_type, manifest, queries, exact) -> float:
-    """The published Ray-built index (all shards, loaded and checksummed as a searcher does, at
-    its manifest's nprobe) on the benchmark's own queries: a check of the job's self-measurement."""
-    from mediamatch.platform.index import merge_results
-    from mediamatch.platform.versions import IndexVersions
+def recall_probe(signal_type) -> tuple[int, float]:
+    """k and radius of the recall check: float top-10 (any distance); binary every hit within the threshold."""
+    return (10, 2.0) if signal_type.index_kind == "float" else (1000, float(signal_type.default_threshold))
 
-    versions = IndexVersions(store, signal_type.name)
-    k, radius = (10, 2.0) if signal_type.index_kind == "float" else (1000, signal_type.default_threshold)
-    per_shard = []
-    for number in range(len(manifest.shards)):
-        shard = versions.load_shard(manifest, number)
-        per_shard.append(shard.search(queries, k, radius))
-        del shard
-    merged = merge_results(per_shard, k)
+
+def ray_index_recall(searchers: list[dict], k: int, exact: list[set]) -> float:
+    """The published Ray-built index, as the searchers hold it (every slot, loaded and checksummed,
+    at the manifest's nprobe), on the benchmark's own queries: a check of the job's self-measurement."""
+    from mediamatch.platform.index import merge_results
+
+    merged = merge_results([[[tuple(hit) for hit in row] for row in s["found"]] for s in searchers], k)
     found = [{int(entry_id[1:]) for entry_id, _ in row} for row in merged]  # entry ids are e<row>
     return set_recall(found, exact)
 
@@ -331,6 +330,7 @@ def chunked_exact(signal_type, path: str, queries: np.ndarray, radius: int) -> l
 def trimmed_rss() -> int:
     """This process's RSS once garbage is collected and freed heap handed back (glibc malloc_trim)."""
     gc.collect()
+    pa.default_memory_pool().release_unused()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except OSError:
@@ -342,6 +342,14 @@ def high_water_rss() -> int:
     """This process's peak RSS since the last `reset_peak_rss` (VmHWM)."""
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
+def warm_faiss() -> None:
+    import faiss
+
+    flat = faiss.IndexFlatIP(64)
+    flat.add(np.ones((1000, 64), np.float32))
+    flat.search(np.ones((64, 64), np.float32), 10)
 
 
 def searcher_main(spec_path: str) -> None:
@@ -358,6 +366,7 @@ def searcher_main(spec_path: str) -> None:
     queries = np.load(spec["queries"])
     values = [bytes(q).hex() for q in queries] if signal_type.index_kind == "binary" else list(queries)
     k, radius = settings.serve.max_matches, float(settings.thresholds.get(signal_type.name, signal_type.default_threshold))
+    warm_faiss()  # its thread pool's first start is not the shard's memory
     base = trimmed_rss()
     reset_peak_rss()  # the high-water mark from here on: the load's own peak
     t0 = time.perf_counter()
@@ -365,6 +374,8 @@ def searcher_main(spec_path: str) -> None:
     load_seconds = time.perf_counter() - t0
     peak, loaded = high_water_rss(), trimmed_rss()
     state = live.state
+    _, hits = live.search(queries, *recall_probe(signal_type))  # for ray_index_recall
+    found = [[(entry_id, distance) for entry_id, _, distance, _ in row] for row in hits]
     entry_ids = sum(s.entry_ids.nbytes + sum(map(sys.getsizeof, s.entry_ids)) for s in state.shards)  # Python str objects
     index_files = sum(os.path.getsize(live.store.path(state.manifest.shards[n].index)) for n in range(spec["slot"], len(state.manifest.shards), spec["slots"]))
     for value in values[:20]:  # warm-up
@@ -397,6 +408,7 @@ def searcher_main(spec_path: str) -> None:
         "nprobe": live.state.manifest.params.nprobe,
         "single": {"lookups": len(single), "p50_ms": ms(single, 50), "p99_ms": ms(single, 99)},
         "batch": {"size": size, "batches": len(batches), "p50_ms": ms(batches, 50), "p99_ms": ms(batches, 99)},
+        "found": found,
     }
     with open(spec["out"], "w") as f:
         json.dump(out, f)
@@ -552,15 +564,15 @@ def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log, skip_
         exact = chunked_exact(signal_type, path, queries, radius)
         recall = {"exact_seconds": round(time.perf_counter() - t_exact, 2)}
         log(f"[{kind}] exact answers of {len(queries)} queries by brute force, one row group at a time: {recall['exact_seconds']} s")
-    ray_check = ray_index_recall(store, signal_type, manifest, queries, exact)
-    log(f"[{kind}] the Ray-built index on the benchmark's queries (manifest nprobe {manifest.params.nprobe}): {ray_check:.4f}")
     gc.collect()
     pa.default_memory_pool().release_unused()
 
-    # 4. each slot as a searcher holds it, in a fresh process: memory, lookup latency
+    # 4. each slot as a searcher holds it, in a fresh process: memory, lookup latency, its answers
     loads["searcher_start"] = load()
     searchers = searcher_figures(root, kind, manifest, queries, workdir)
     loads["searcher_end"] = load()
+    ray_check = ray_index_recall(searchers, recall_probe(signal_type)[0], exact)
+    log(f"[{kind}] the Ray-built index, as the searchers hold it, on the benchmark's queries (manifest nprobe {manifest.params.nprobe}): {ray_check:.4f}")
     for s in searchers:
         log(f"[{kind}] searcher slot {s['slot']}: {s['rows']:,} rows, +{s['shard_rss_gib']} GiB RSS loaded (peak +{s['load_peak_growth_gib']} while loading, {s['load_seconds']} s; "
             f"entry-id strings {s.get('entry_ids_gib')} GiB, faiss file {s.get('faiss_file_gib')} GiB), "
@@ -595,7 +607,7 @@ def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log, skip_
         "ray_peak_rss_by_process_gib": {k: round(v / GIB, 2) for k, v in sorted(mem.peak_rss_parts.items())},
         "plain_peak_rss_gib": round(plain["peak_self"] / GIB, 2) if plain else None,
         "plain_peak_rss_children_gib": round(plain["peak_children"] / GIB, 3) if plain else None,
-        "searchers": searchers,
+        "searchers": [{k: v for k, v in s.items() if k != "found"} for s in searchers],
         "searcher_rss_gib_all_shards": round(sum(s["shard_rss_gib"] for s in searchers), 3),
         "load_average_1min": loads,
     }
