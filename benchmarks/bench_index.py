@@ -394,7 +394,7 @@ def searcher_main(spec_path: str) -> None:
     ms = lambda xs, p: round(float(np.percentile(xs, p)) * 1000, 3)  # noqa: E731
     out = {
         "slot": spec["slot"],
-        "rows": live.state.count,
+        "rows": state.count,
         "load_seconds": round(load_seconds, 2),
         "rss_before_gib": round(base / GIB, 3),
         "rss_loaded_gib": round(loaded / GIB, 3),
@@ -405,7 +405,7 @@ def searcher_main(spec_path: str) -> None:
         "rss_after_lookups_gib": round(trimmed_rss() / GIB, 3),
         "k": k,
         "radius": radius,
-        "nprobe": live.state.manifest.params.nprobe,
+        "nprobe": state.manifest.params.nprobe,
         "single": {"lookups": len(single), "p50_ms": ms(single, 50), "p99_ms": ms(single, 99)},
         "batch": {"size": size, "batches": len(batches), "p50_ms": ms(batches, 50), "p99_ms": ms(batches, 99)},
         "found": found,
@@ -551,7 +551,6 @@ def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log, skip_
     log(f"[{kind}] Ray peak: sum of RSS {mem.peak_rss / GIB:.2f} GiB, of PSS {mem.peak_pss / GIB:.2f} GiB")
 
     # 3. recall: plain faiss at the job's nprobe, or (--skip-plain) exact search by chunks alone
-    radius = int(signal_type.default_threshold)
     if plain is not None:
         recall = plain_recall(kind, signal_type, path, plain["index_path"], params, manifest.params.nprobe, settings, seed)
         log(f"[{kind}] plain recall at the job's nprobe: {recall['recall']:.4f} in {recall['seconds']:.2f} s (+ {recall['load_seconds']:.2f} s loading)")
@@ -561,7 +560,7 @@ def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log, skip_
     else:
         t_exact = time.perf_counter()
         queries = chunked_queries(signal_type, path, n, settings.recall_queries, seed)
-        exact = chunked_exact(signal_type, path, queries, radius)
+        exact = chunked_exact(signal_type, path, queries, int(recall_probe(signal_type)[1]))
         recall = {"exact_seconds": round(time.perf_counter() - t_exact, 2)}
         log(f"[{kind}] exact answers of {len(queries)} queries by brute force, one row group at a time: {recall['exact_seconds']} s")
     gc.collect()
