@@ -670,10 +670,11 @@ def main() -> None:
     )
     log("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
+        plain = {k: "skipped" if r[k] is None else r[k] for k in ("plain_seconds", "ratio", "plain_recall_seconds", "plain_recall_at_10", "plain_peak_rss_gib")}
         log(
-            f"| {r['case']} | {describe(r['params'])} | {r['ray_seconds']} | {r['plain_seconds']} | {r['ratio']} | "
-            f"{r['plain_recall_seconds']} | {r['ray_recall_at_10']} | {r['ray_index_recall_on_bench_queries']} | "
-            f"{r['plain_recall_at_10']} | {r['ray_peak_rss_gib']} / {r['plain_peak_rss_gib']} |"
+            f"| {r['case']} | {describe(r['params'])} | {r['ray_seconds']} | {plain['plain_seconds']} | {plain['ratio']} | "
+            f"{plain['plain_recall_seconds']} | {r['ray_recall_at_10']} | {r['ray_index_recall_on_bench_queries']} | "
+            f"{plain['plain_recall_at_10']} | {r['ray_peak_rss_gib']} / {plain['plain_peak_rss_gib']} |"
         )
     log(
         "\n| case | shards | reindex s (stages) | searcher RSS GiB per shard (all shards) | lookup p50 / p99 ms, 1 value "
