@@ -1,7 +1,7 @@
-"""Index build: the Ray Data job vs a plain single-process faiss script, same data, same parameters.
+"""Index build, the Ray Data job vs a plain single-process faiss script (same data, same parameters), and the searchers it feeds.
 
     python benchmarks/bench_index.py [--n 1000000] [--shards 2] [--only float|pdq] [--seed 1234]
-                                     [--json out.json] [--reader v2|v1]
+                                     [--json out.json] [--reader v2|v1] [--skip-plain]
 
 Two cases, each built two ways from the same Parquet file in a local object store (temp dir):
   (a) N 256-d float vectors (IVF-PQ + exact re-rank, parameters from `choose_params`),
@@ -14,7 +14,8 @@ Per case, in this one process and in this order:
      `train_size` (float), add everything, write the index (+ the entry ids, as Parquet) to a
      file in the same temp dir, fsync'd. faiss on 2 threads. Timed: read + train + add + write.
      Peak memory: getrusage(RUSAGE_SELF / RUSAGE_CHILDREN).ru_maxrss, the process's high-water
-     mark reset (/proc/self/clear_refs) just before this step;
+     mark reset (/proc/self/clear_refs) just before this step (children: the largest child
+     waited for, which includes an earlier case's searcher processes);
   2. the Ray Data job, SECOND: `build_index(store, type, ray.data.read_parquet(...), shards,
      IndexSettings(...))` end to end: read, materialise, sample, train, add in shards, write
      shards + ids + manifest, measure recall on held-out queries (tuning nprobe), publish.
@@ -25,9 +26,25 @@ Per case, in this one process and in this order:
      job's rule (random rows, `perturb_queries`), the job's tuned nprobe (`manifest.params.nprobe`);
      float: top-10 vs exact `IndexFlatIP` over all N; PDQ: every hash within 31 bits found by
      range search vs `IndexBinaryFlat` range search. Both are averaged per query, as the job does.
-     Untimed cross-checks on the same queries: the nprobe the single plain index needs to reach
-     the target (doubling, as the job tunes), and the Ray-built index itself (its shards loaded
-     from the store and checksummed, as the searchers do, at the manifest's nprobe).
+     Untimed cross-check on the same queries: the nprobe the single plain index needs to reach
+     the target (doubling, as the job tunes); the Ray-built index itself is checked in step 4.
+  4. the searchers, FOURTH: each slot of the published index (one shard each) loaded in a fresh
+     process as a `ShardSearcher` replica loads it (`LiveIndex(store, type, slot, slots)`, the
+     shard's files checksummed). Memory: RSS after loading minus RSS before (both after gc and
+     malloc_trim), the peak while loading (VmHWM, reset before), and two parts of it: the
+     entry-id strings, and the faiss file's size. Then lookups as the replica answers them
+     (`search_values` at `Settings()`'s k = serve.max_matches and match threshold, the
+     manifest's nprobe): every query one value per call (p50/p99), then 64 batches of
+     serve.max_batch_size (p50/p99 per batch). In-process: no Serve hops (bench_serve has those).
+     Each searcher also answers the benchmark's queries (float: top 10; PDQ: all within 31
+     bits): merged over slots, their recall against the exact answers is the Ray-built
+     index's recall at the served nprobe.
+`--skip-plain` skips steps 1 and 3 (the plain build holds all N values in memory, 10 GB at
+10M x 256-d): the queries are then drawn by the same rule from the Parquet file one row group
+at a time, and their exact answers found by brute force over one row group (100,000 rows) at a
+time (float: faiss `IndexFlatIP` per group, merged in a `ResultHeap`; PDQ: `IndexBinaryFlat`
+range search per group). The data is written in row groups too, so a float case never holds
+more than one chunk of generated vectors (PDQ's 32 bytes per row are generated at once).
 `ray.init(num_cpus=2)` happens once, before any timing; then a warm-up starts the workers and
 Ray Data's helpers (a 2-row read), as on a long-lived cluster: that cold start is reported on
 its own line, not counted in the job's figure. The 1-minute load average is recorded around
@@ -39,12 +56,14 @@ catalog (the default), or v2, Ray's default.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import logging
 import os
 import resource
 import shlex
+import subprocess
 import sys
 import tempfile
 import threading
@@ -56,9 +75,9 @@ import pyarrow.parquet as pq
 import ray
 import psutil  # after ray: the venv's psutil is the copy Ray ships (ray/thirdparty_files)
 
-from mediamatch.indexing.reindex import build_index, perturb_queries, signal_table
+from mediamatch.indexing.reindex import build_index, column_values, perturb_queries, signal_table
 from mediamatch.platform.index import choose_params
-from mediamatch.platform.settings import IndexSettings
+from mediamatch.platform.settings import IndexSettings, Settings
 from mediamatch.platform.signals import SIGNAL_TYPES
 from mediamatch.platform.signals.base import FloatVectorSignal
 from mediamatch.platform.storage import ObjectStore
@@ -237,20 +256,17 @@ def set_recall(found: list[set], exact: list[set]) -> float:
     return float(np.mean(scores)) if scores else 1.0
 
 
-def ray_index_recall(store, signal_type, manifest, queries, exact) -> float:
-    """The published Ray-built index (all shards, loaded and checksummed as a searcher does, at
-    its manifest's nprobe) on the benchmark's own queries: a check of the job's self-measurement."""
-    from mediamatch.platform.index import merge_results
-    from mediamatch.platform.versions import IndexVersions
+def recall_probe(signal_type) -> tuple[int, float]:
+    """k and radius of the recall check: float top-10 (any distance); binary every hit within the threshold."""
+    return (10, 2.0) if signal_type.index_kind == "float" else (1000, float(signal_type.default_threshold))
 
-    versions = IndexVersions(store, signal_type.name)
-    k, radius = (10, 2.0) if signal_type.index_kind == "float" else (1000, signal_type.default_threshold)
-    per_shard = []
-    for number in range(len(manifest.shards)):
-        shard = versions.load_shard(manifest, number)
-        per_shard.append(shard.search(queries, k, radius))
-        del shard
-    merged = merge_results(per_shard, k)
+
+def ray_index_recall(searchers: list[dict], k: int, exact: list[set]) -> float:
+    """The published Ray-built index, as the searchers hold it (every slot, loaded and checksummed,
+    at the manifest's nprobe), on the benchmark's own queries: a check of the job's self-measurement."""
+    from mediamatch.platform.index import merge_results
+
+    merged = merge_results([[[tuple(hit) for hit in row] for row in s["found"]] for s in searchers], k)
     found = [{int(entry_id[1:]) for entry_id, _ in row} for row in merged]  # entry ids are e<row>
     return set_recall(found, exact)
 
@@ -266,6 +282,152 @@ def reset_peak_rss() -> None:
 
 def maxrss(who) -> int:
     return resource.getrusage(who).ru_maxrss * 1024  # kB on Linux
+
+
+# -- scale: ground truth by chunks, and what a searcher holds and answers -------------------------
+def row_groups(signal_type, path: str):
+    """(first row, values) per Parquet row group: never all N values in memory at once."""
+    file, start = pq.ParquetFile(path), 0
+    for i in range(file.num_row_groups):
+        values = column_values(signal_type, file.read_row_group(i, columns=["value"]).column("value"))
+        yield start, values
+        start += len(values)
+
+
+def chunked_queries(signal_type, path: str, n: int, count: int, seed: int) -> np.ndarray:
+    """`count` random rows made near-duplicate by the job's rule (`perturb_queries`), read by chunks."""
+    rng = np.random.default_rng(seed + 1)  # not the job's draw: same rule, other rows
+    rows = np.sort(rng.choice(n, count, replace=False))
+    picked = [values[rows[(rows >= start) & (rows < start + len(values))] - start] for start, values in row_groups(signal_type, path)]
+    return perturb_queries(signal_type, np.concatenate(picked)[rng.permutation(count)], rng)
+
+
+def chunked_exact(signal_type, path: str, queries: np.ndarray, radius: int) -> list[set]:
+    """Exact answers by brute force over one row group at a time: float: top-10 by inner product
+    (merged in a faiss `ResultHeap`); binary: every row within `radius` bits. Row numbers."""
+    import faiss
+
+    faiss.omp_set_num_threads(THREADS)
+    if signal_type.index_kind == "float":
+        heap = faiss.ResultHeap(len(queries), 10, keep_max=True)
+        for start, values in row_groups(signal_type, path):
+            flat = faiss.IndexFlatIP(signal_type.dim)
+            flat.add(values)
+            sims, rows = flat.search(queries, 10)
+            heap.add_result(sims, np.where(rows >= 0, rows + start, -1))
+        heap.finalize()
+        return [set(row[row >= 0].tolist()) for row in heap.I]
+    exact: list[set] = [set() for _ in queries]
+    for start, values in row_groups(signal_type, path):
+        flat = faiss.IndexBinaryFlat(signal_type.dim)
+        flat.add(values)
+        lims, _, rows = flat.range_search(queries, radius + 1)  # faiss: distance < radius
+        for i in range(len(queries)):
+            exact[i].update((rows[lims[i] : lims[i + 1]] + start).tolist())
+    return exact
+
+
+def trimmed_rss() -> int:
+    """This process's RSS once garbage is collected and freed heap handed back (glibc malloc_trim)."""
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    return psutil.Process().memory_info().rss
+
+
+def high_water_rss() -> int:
+    """This process's peak RSS since the last `reset_peak_rss` (VmHWM)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
+def warm_faiss() -> None:
+    import faiss
+
+    flat = faiss.IndexFlatIP(64)
+    flat.add(np.ones((1000, 64), np.float32))
+    flat.search(np.ones((64, 64), np.float32), 10)
+
+
+def searcher_main(spec_path: str) -> None:
+    """Child process: load one slot of the published index as a `ShardSearcher` replica does
+    (`LiveIndex(store, type, slot, slots)`: its shards, checksummed), then time lookups as the
+    replica answers them (`search_values` at the match request's k and radius from `Settings()`,
+    the manifest's nprobe): one value per call, then batches of `serve.max_batch_size`."""
+    from mediamatch.platform.live import LiveIndex
+
+    with open(spec_path) as f:
+        spec = json.load(f)
+    settings = Settings()
+    signal_type = Float256() if spec["kind"] == "float" else SIGNAL_TYPES["pdq"]
+    queries = np.load(spec["queries"])
+    values = [bytes(q).hex() for q in queries] if signal_type.index_kind == "binary" else list(queries)
+    k, radius = settings.serve.max_matches, float(settings.thresholds.get(signal_type.name, signal_type.default_threshold))
+    warm_faiss()  # its thread pool's first start is not the shard's memory
+    base = trimmed_rss()
+    reset_peak_rss()  # the high-water mark from here on: the load's own peak
+    t0 = time.perf_counter()
+    live = LiveIndex(ObjectStore(spec["root"]), signal_type, spec["slot"], spec["slots"])
+    load_seconds = time.perf_counter() - t0
+    peak, loaded = high_water_rss(), trimmed_rss()
+    state = live.state
+    _, hits = live.search(queries, *recall_probe(signal_type))  # for ray_index_recall
+    found = [[(entry_id, distance) for entry_id, _, distance, _ in row] for row in hits]
+    entry_ids = sum(s.entry_ids.nbytes + sum(map(sys.getsizeof, s.entry_ids)) for s in state.shards)  # Python str objects
+    index_files = sum(os.path.getsize(live.store.path(state.manifest.shards[n].index)) for n in range(spec["slot"], len(state.manifest.shards), spec["slots"]))
+    for value in values[:20]:  # warm-up
+        live.search_values([value], k, radius)
+    single = []
+    for value in values:
+        t = time.perf_counter()
+        live.search_values([value], k, radius)
+        single.append(time.perf_counter() - t)
+    size, rng, batches = settings.serve.max_batch_size, np.random.default_rng(spec["slot"]), []
+    for _ in range(spec["batches"]):
+        batch = [values[i] for i in rng.choice(len(values), size, replace=False)]
+        t = time.perf_counter()
+        live.search_values(batch, k, radius)
+        batches.append(time.perf_counter() - t)
+    ms = lambda xs, p: round(float(np.percentile(xs, p)) * 1000, 3)  # noqa: E731
+    out = {
+        "slot": spec["slot"],
+        "rows": state.count,
+        "load_seconds": round(load_seconds, 2),
+        "rss_before_gib": round(base / GIB, 3),
+        "rss_loaded_gib": round(loaded / GIB, 3),
+        "shard_rss_gib": round((loaded - base) / GIB, 3),
+        "load_peak_growth_gib": round((peak - base) / GIB, 3),
+        "entry_ids_gib": round(entry_ids / GIB, 3),
+        "faiss_file_gib": round(index_files / GIB, 3),
+        "rss_after_lookups_gib": round(trimmed_rss() / GIB, 3),
+        "k": k,
+        "radius": radius,
+        "nprobe": state.manifest.params.nprobe,
+        "single": {"lookups": len(single), "p50_ms": ms(single, 50), "p99_ms": ms(single, 99)},
+        "batch": {"size": size, "batches": len(batches), "p50_ms": ms(batches, 50), "p99_ms": ms(batches, 99)},
+        "found": found,
+    }
+    with open(spec["out"], "w") as f:
+        json.dump(out, f)
+
+
+def searcher_figures(root: str, kind: str, manifest, queries: np.ndarray, workdir: str, batches: int = 64) -> list[dict]:
+    """`searcher_main` per slot (one shard each), each in a fresh process, one after the other."""
+    queries_path = os.path.join(workdir, f"{kind}-queries.npy")
+    np.save(queries_path, queries)
+    figures = []
+    for slot in range(len(manifest.shards)):
+        spec = {"root": root, "kind": kind, "slot": slot, "slots": len(manifest.shards), "queries": queries_path,
+                "batches": batches, "out": os.path.join(workdir, f"{kind}-searcher-{slot}.json")}
+        with open(spec["out"] + ".spec", "w") as f:
+            json.dump(spec, f)
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--searcher", spec["out"] + ".spec"], check=True)
+        with open(spec["out"]) as f:
+            figures.append(json.load(f))
+    return figures
 
 
 # -- Ray ----------------------------------------------------------------------------------------
@@ -345,9 +507,10 @@ def load() -> float:
 
 
 # -- one case -----------------------------------------------------------------------------------
-def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log) -> dict:
+def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log, skip_plain: bool = False) -> dict:
     signal_type = Float256() if kind == "float" else SIGNAL_TYPES["pdq"]
-    store = ObjectStore(os.path.join(workdir, kind))
+    root = os.path.join(workdir, kind)
+    store = ObjectStore(root)
     path = store.path(DATA_KEY)
     settings = IndexSettings(shards=shards, seed=seed)
     params = choose_params(signal_type, n, settings)
@@ -359,14 +522,17 @@ def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log) -> di
     pa.default_memory_pool().release_unused()
 
     # 1. plain faiss build
-    reset_peak_rss()
-    loads = {"plain_start": load()}
-    plain = plain_build(kind, path, params, workdir, seed)
-    plain_peak_self, plain_peak_children = maxrss(resource.RUSAGE_SELF), maxrss(resource.RUSAGE_CHILDREN)
-    loads["plain_end"] = load()
-    log(f"[{kind}] plain faiss: {plain['seconds']:.2f} s " + json.dumps({k: round(v, 2) for k, v in plain["stages"].items()}))
-    gc.collect()
-    pa.default_memory_pool().release_unused()
+    loads: dict[str, float] = {}
+    plain = None
+    if not skip_plain:
+        reset_peak_rss()
+        loads["plain_start"] = load()
+        plain = plain_build(kind, path, params, workdir, seed)
+        plain["peak_self"], plain["peak_children"] = maxrss(resource.RUSAGE_SELF), maxrss(resource.RUSAGE_CHILDREN)
+        loads["plain_end"] = load()
+        log(f"[{kind}] plain faiss: {plain['seconds']:.2f} s " + json.dumps({k: round(v, 2) for k, v in plain["stages"].items()}))
+        gc.collect()
+        pa.default_memory_pool().release_unused()
 
     # 2. the Ray Data job
     events: list[tuple[float, float, str]] = []
@@ -382,21 +548,40 @@ def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log) -> di
     log(f"[{kind}] Ray job: {ray_seconds:.2f} s, stages {manifest.stage_seconds}, recall {manifest.recall_at_10}, nprobe {manifest.params.nprobe}")
     for t, fraction, message in events:
         log(f"    {t:7.2f} s  {fraction:4.2f}  {message}")
+    log(f"[{kind}] Ray peak: sum of RSS {mem.peak_rss / GIB:.2f} GiB, of PSS {mem.peak_pss / GIB:.2f} GiB")
 
-    # 3. plain recall at the job's nprobe
-    recall = plain_recall(kind, signal_type, path, plain["index_path"], params, manifest.params.nprobe, settings, seed)
-    log(f"[{kind}] plain recall at the job's nprobe: {recall['recall']:.4f} in {recall['seconds']:.2f} s (+ {recall['load_seconds']:.2f} s loading)")
-    if "tuned" in recall:
-        log(f"[{kind}] plain index tuned on its own (nprobe doubled until {settings.target_recall}): {recall['tuned']}")
-    ray_check = ray_index_recall(store, signal_type, manifest, recall["queries"], recall["exact"])
-    log(f"[{kind}] the Ray-built index on the benchmark's queries (manifest nprobe {manifest.params.nprobe}): {ray_check:.4f}")
+    # 3. recall: plain faiss at the job's nprobe, or (--skip-plain) exact search by chunks alone
+    if plain is not None:
+        recall = plain_recall(kind, signal_type, path, plain["index_path"], params, manifest.params.nprobe, settings, seed)
+        log(f"[{kind}] plain recall at the job's nprobe: {recall['recall']:.4f} in {recall['seconds']:.2f} s (+ {recall['load_seconds']:.2f} s loading)")
+        if "tuned" in recall:
+            log(f"[{kind}] plain index tuned on its own (nprobe doubled until {settings.target_recall}): {recall['tuned']}")
+        queries, exact = recall["queries"], recall["exact"]
+    else:
+        t_exact = time.perf_counter()
+        queries = chunked_queries(signal_type, path, n, settings.recall_queries, seed)
+        exact = chunked_exact(signal_type, path, queries, int(recall_probe(signal_type)[1]))
+        recall = {"exact_seconds": round(time.perf_counter() - t_exact, 2)}
+        log(f"[{kind}] exact answers of {len(queries)} queries by brute force, one row group at a time: {recall['exact_seconds']} s")
     gc.collect()
     pa.default_memory_pool().release_unused()
+
+    # 4. each slot as a searcher holds it, in a fresh process: memory, lookup latency, its answers
+    loads["searcher_start"] = load()
+    searchers = searcher_figures(root, kind, manifest, queries, workdir)
+    loads["searcher_end"] = load()
+    ray_check = ray_index_recall(searchers, recall_probe(signal_type)[0], exact)
+    log(f"[{kind}] the Ray-built index, as the searchers hold it, on the benchmark's queries (manifest nprobe {manifest.params.nprobe}): {ray_check:.4f}")
+    for s in searchers:
+        log(f"[{kind}] searcher slot {s['slot']}: {s['rows']:,} rows, +{s['shard_rss_gib']} GiB RSS loaded (peak +{s['load_peak_growth_gib']} while loading, {s['load_seconds']} s; "
+            f"entry-id strings {s.get('entry_ids_gib')} GiB, faiss file {s.get('faiss_file_gib')} GiB), "
+            f"single p50/p99 {s['single']['p50_ms']}/{s['single']['p99_ms']} ms, batch of {s['batch']['size']} p50/p99 {s['batch']['p50_ms']}/{s['batch']['p99_ms']} ms")
 
     return {
         "case": f"{n:,} x {'256-d float' if kind == 'float' else 'PDQ 256-bit'}",
         "kind": kind,
         "n": n,
+        "shards": shards,
         "data": FLOAT_DATA if kind == "float" else PDQ_DATA,
         "params": manifest.params.model_dump(exclude_none=True),
         "ray_seconds": round(ray_seconds, 2),
@@ -406,20 +591,23 @@ def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log) -> di
         "ray_recall_at_10": manifest.recall_at_10,
         "ray_recall_method": manifest.recall_method,
         "ray_index_bytes": sum(s.bytes for s in manifest.shards),
-        "plain_seconds": round(plain["seconds"], 2),
-        "plain_stage_seconds": {k: round(v, 2) for k, v in plain["stages"].items()},
-        "plain_recall_seconds": round(recall["seconds"], 2),
-        "plain_recall_at_10": round(recall["recall"], 4),
-        "plain_index_bytes": plain["index_bytes"],
+        "plain_seconds": round(plain["seconds"], 2) if plain else None,
+        "plain_stage_seconds": {k: round(v, 2) for k, v in plain["stages"].items()} if plain else None,
+        "plain_recall_seconds": round(recall["seconds"], 2) if plain else None,
+        "plain_recall_at_10": round(recall["recall"], 4) if plain else None,
+        "plain_index_bytes": plain["index_bytes"] if plain else None,
         "plain_tuned_nprobe": recall.get("tuned"),
+        "exact_by_chunks_seconds": recall.get("exact_seconds"),
         "ray_index_recall_on_bench_queries": round(ray_check, 4),
-        "ratio": round(ray_seconds / plain["seconds"], 3),
+        "ratio": round(ray_seconds / plain["seconds"], 3) if plain else None,
         "ray_peak_rss_gib": round(mem.peak_rss / GIB, 2),
         "ray_peak_pss_gib": round(mem.peak_pss / GIB, 2),
         "ray_idle_rss_gib": round(mem.idle_rss / GIB, 2),
         "ray_peak_rss_by_process_gib": {k: round(v / GIB, 2) for k, v in sorted(mem.peak_rss_parts.items())},
-        "plain_peak_rss_gib": round(plain_peak_self / GIB, 2),
-        "plain_peak_rss_children_gib": round(plain_peak_children / GIB, 3),
+        "plain_peak_rss_gib": round(plain["peak_self"] / GIB, 2) if plain else None,
+        "plain_peak_rss_children_gib": round(plain["peak_children"] / GIB, 3) if plain else None,
+        "searchers": [{k: v for k, v in s.items() if k != "found"} for s in searchers],
+        "searcher_rss_gib_all_shards": round(sum(s["shard_rss_gib"] for s in searchers), 3),
         "load_average_1min": loads,
     }
 
@@ -447,7 +635,16 @@ def main() -> None:
         "one the job's own catalog read uses (indexing/reindex.py read_parquet); v2 is Ray's default, which "
         "starts footer-reading actors on every read",
     )
+    parser.add_argument(
+        "--skip-plain",
+        action="store_true",
+        help="skip the plain-faiss baseline, which holds all N values in memory (10 GB at 10M x 256-d float); "
+        "recall is then checked against exact search by brute force one row group at a time",
+    )
+    parser.add_argument("--searcher", help=argparse.SUPPRESS)  # internal: the child process of searcher_figures
     args = parser.parse_args()
+    if args.searcher:
+        return searcher_main(args.searcher)
     command = shlex.join([os.path.basename(sys.executable), *sys.argv])
 
     def log(message: str) -> None:
@@ -464,7 +661,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-index-") as workdir:
         for kind in [args.only] if args.only else ["float", "pdq"]:
-            results.append(run_case(kind, args.n, args.shards, args.seed, workdir, log))
+            results.append(run_case(kind, args.n, args.shards, args.seed, workdir, log, args.skip_plain))
 
     log(
         "\n| case | index (params from choose_params; nprobe tuned by the job) | Ray job s | plain faiss s (read+train+add+write) "
@@ -473,11 +670,32 @@ def main() -> None:
     )
     log("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
+        plain = {k: "skipped" if r[k] is None else r[k] for k in ("plain_seconds", "ratio", "plain_recall_seconds", "plain_recall_at_10", "plain_peak_rss_gib")}
         log(
-            f"| {r['case']} | {describe(r['params'])} | {r['ray_seconds']} | {r['plain_seconds']} | {r['ratio']} | "
-            f"{r['plain_recall_seconds']} | {r['ray_recall_at_10']} | {r['ray_index_recall_on_bench_queries']} | "
-            f"{r['plain_recall_at_10']} | {r['ray_peak_rss_gib']} / {r['plain_peak_rss_gib']} |"
+            f"| {r['case']} | {describe(r['params'])} | {r['ray_seconds']} | {plain['plain_seconds']} | {plain['ratio']} | "
+            f"{plain['plain_recall_seconds']} | {r['ray_recall_at_10']} | {r['ray_index_recall_on_bench_queries']} | "
+            f"{plain['plain_recall_at_10']} | {r['ray_peak_rss_gib']} / {plain['plain_peak_rss_gib']} |"
         )
+    log(
+        "\n| case | shards | reindex s (stages) | searcher RSS GiB per shard (all shards) | lookup p50 / p99 ms, 1 value "
+        "| lookup p50 / p99 ms, batch | recall@10 at the served nprobe (bench queries) | load avg start/end |"
+    )
+    log("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        s = r["searchers"]
+        per_shard = " / ".join(str(x["shard_rss_gib"]) for x in s)
+        stages = ", ".join(f"{k} {v:g}" for k, v in r["ray_stage_seconds"].items())
+        single = " · ".join(f"{x['single']['p50_ms']} / {x['single']['p99_ms']}" for x in s)
+        batch = " · ".join(f"{x['batch']['p50_ms']} / {x['batch']['p99_ms']}" for x in s)
+        loads = r["load_average_1min"]
+        log(
+            f"| {r['case']} | {r['shards']} | {r['ray_seconds']} ({stages}) | {per_shard} ({r['searcher_rss_gib_all_shards']}) | {single} "
+            f"| {batch} (x{s[0]['batch']['size']}) | {r['ray_index_recall_on_bench_queries']} (nprobe {r['params'].get('nprobe')}) "
+            f"| {loads['ray_start']}-{loads['ray_end']} / {loads['searcher_start']}-{loads['searcher_end']} |"
+        )
+    log("- searcher: each slot's shard loaded in a fresh process as a ShardSearcher replica loads it (LiveIndex); RSS after "
+        "loading minus RSS before (both after gc + malloc_trim); lookups LiveIndex.search_values at Settings()'s k "
+        "(serve.max_matches) and threshold, one value per call, then batches of serve.max_batch_size (' · ' between shards)")
     log("")
     for r in results:
         log(f"- {r['kind']}: Ray job stage_seconds {r['ray_stage_seconds']} (its time includes its own recall measurement and nprobe tuning); plain {r['plain_stage_seconds']}")
