@@ -13,7 +13,6 @@ candidate entry ids retrieval found; the answer is each verifiable candidate's i
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import OrderedDict
 from threading import Lock
 from typing import Any
@@ -21,13 +20,9 @@ from typing import Any
 from ray import serve
 
 from mediamatch.platform import verify
-from mediamatch.platform.errors import InvalidInput, MediamatchError, NotReady
-from mediamatch.platform.media import open_image
+from mediamatch.platform.errors import MediamatchError, NotReady
 
 from .searcher import ShardSearcher
-
-log = logging.getLogger("ray.serve")
-
 
 class FeatureCache:
     """Parsed keypoints by entry id and value, least recently used dropped beyond `size`."""
@@ -76,18 +71,9 @@ class Verifier(ShardSearcher.func_or_class):
         return await asyncio.to_thread(lambda: [self.verify_one(**r) for r in requests])
 
     def verify_one(self, content: bytes, candidates: list[str], min_seq: int = 0) -> dict[str, Any] | MediamatchError:
-        keypoints = self.keypoints
+        stored = self.keypoints.values(candidates, min_seq)
         try:
-            query = verify.query_features(open_image(content, self.settings.limits.max_image_pixels))
+            fits = verify.verify_stored(content, stored, self.settings.limits.max_image_pixels, self.cache.get)
         except MediamatchError as exc:
             return exc
-        out = {}
-        for entry_id, value in keypoints.values(candidates, min_seq).items():
-            try:
-                banked = self.cache.get(entry_id, value)
-            except InvalidInput as exc:  # a stored value this version cannot read: no evidence, and said
-                log.warning("keypoints of %s not verifiable: %s", entry_id, exc)
-                continue
-            result = verify.verify(query, banked)
-            out[entry_id] = {"inliers": result.inliers, "ratio": result.ratio, "mirrored": result.mirrored}
-        return out
+        return {entry_id: {"inliers": r.inliers, "ratio": r.ratio, "mirrored": r.mirrored} for entry_id, r in fits.items()}

@@ -7,10 +7,10 @@ Steps, each in the progress callback:
    decoder as the service: `evaluation.thumbnail`); unreadable files are skipped and counted;
 2. train in one Ray task (`platform/models/train.py`), from random weights or fine-tuning a
    recorded model (`init`), its progress relayed through a queue;
-3. evaluate the trained model and PDQ on held-out images (originals + distractors, every edit)
+3. evaluate the trained model, PDQ and verified keypoints on held-out images (originals + distractors, every edit)
    with `LocalMatcher`, and store the cosine distance that keeps precision 0.99 as the model's
    threshold, and the one that keeps precision 0.8 on the same photos seen as video frames
-   (grayscale) as its frame threshold;
+   (grayscale) as its frame threshold, and the fusion of the signals fitted on that evaluation;
 4. write config.json, weights.pt and eval.{md,png,json}, then commit the version. It is
    promoted only by `mediamatch model promote`.
 `calibrate_model` repeats steps 3-4 for a recorded model on another held-out set.
@@ -154,7 +154,8 @@ def evaluate_and_record(settings: Settings, descriptor: ImageDescriptor, holdout
     precision 0.99 as the model's threshold, write the report and record the version."""
     report = progress or (lambda fraction, message: None)
     report(0.0, f"evaluating on {len(originals)} held-out originals + {len(distractors)} distractors")
-    matcher = LocalMatcher([get_signal_type("pdq"), ImageEmbedding(descriptor)], settings.limits)
+    matcher = LocalMatcher([get_signal_type("pdq"), ImageEmbedding(descriptor), get_signal_type("keypoints")], settings.limits,
+                           verify=settings.verify)
     result = evaluate(originals, distractors, matcher, seed=seed, progress=lambda f, m: report(0.6 * f, f"evaluating: {m}"))
     frames = evaluate(originals, distractors, LocalMatcher([FrameView(descriptor)], settings.limits), seed=seed,
                       progress=lambda f, m: report(0.6 + 0.3 * f, f"evaluating as video frames: {m}"))
@@ -162,6 +163,7 @@ def evaluate_and_record(settings: Settings, descriptor: ImageDescriptor, holdout
     config = descriptor.config.model_copy(update={
         "threshold": calibrated_threshold(result, "image_embedding", PRECISION_TARGET), "threshold_precision": PRECISION_TARGET,
         "frame_threshold": calibrated_threshold(frames, "image_embedding", FRAME_PRECISION_TARGET), "frame_precision": FRAME_PRECISION_TARGET,
+        "fusion": result.fusion.model_copy(update={"fitted_on": holdout}),
         "evaluation": {"holdout": holdout, **summary["signals"]["image_embedding"], "pdq": summary["signals"]["pdq"]}})
     build_id = secrets.token_hex(6)
     with tempfile.TemporaryDirectory() as tmp:

@@ -593,7 +593,8 @@ def eval_command(obj: Context, sources: tuple[str, ...], photo_sources: tuple[st
     def matcher(kind: str, names: list[str]):
         if url:
             return core.ServiceMatcher(Client(url, token, retries=3), names, kind)
-        return core.LocalMatcher([SIGNAL_TYPES[n] for n in names], settings.limits, content_type=kind)
+        return core.LocalMatcher([SIGNAL_TYPES[n] for n in names], settings.limits, content_type=kind, verify=settings.verify,
+                                 fusion=SIGNAL_TYPES["image_embedding"].config.fusion if "image_embedding" in names else None)
 
     with progress_bar("eval") as progress:
         results = core.run_jobs(jobs, matcher, progress)

@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import InvalidInput
+from .media import open_image
 
 SIDE = 512  # pixels: the longer side every image is scaled to before keypoints are found
 MAX_KEYPOINTS = 300
@@ -43,6 +45,7 @@ MAX_STRETCH = 3.0  # nor one that stretches one way more than 3 times the other 
 REPROJECTION = 6.0  # pixels (at SIDE): how far an inlier may land from where the fit puts it
 _VALUE = re.compile(r"kp1:(?P<n>\d{1,4}):(?P<w>\d{1,5}):(?P<h>\d{1,5}):(?P<points>[A-Za-z0-9+/]*={0,2}):(?P<descriptors>[A-Za-z0-9+/]*={0,2})")
 
+log = logging.getLogger("ray.serve")  # where the Verifier replica logs
 cv2.setNumThreads(1)  # one image at a time per thread: OpenCV's pool only adds contention here
 
 
@@ -170,3 +173,21 @@ def verify(query: tuple[Features, Features], banked: Features) -> Verification:
     direct, mirror = (fit(q, banked) for q in query)
     best, mirrored = (mirror, True) if mirror[0] > direct[0] else (direct, False)
     return Verification(best[0], round(best[1], 4), mirrored) if best[0] else NO_EVIDENCE
+
+
+def verify_stored(content: bytes, stored: Mapping[str, str], max_pixels: int,
+                  parsed: Callable[[str, str], Features] = lambda entry_id, value: parse(value)) -> dict[str, Verification]:
+    """The query image's fit onto each candidate's stored keypoints (entry id -> value): what the
+    `Verifier` deployment and the eval's matcher answer. A stored value this version cannot read
+    gives no evidence, and is logged; a query that is not an image raises (MediamatchError).
+    `parsed(entry_id, value)` may cache the banked features."""
+    query = query_features(open_image(content, max_pixels))
+    out = {}
+    for entry_id, value in stored.items():
+        try:
+            banked = parsed(entry_id, value)
+        except InvalidInput as exc:
+            log.warning("keypoints of %s not verifiable: %s", entry_id, exc)
+            continue
+        out[entry_id] = verify(query, banked)
+    return out

@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import CONFORMANCE
 from mediamatch.platform.cli import cli
-from mediamatch.platform.evaluation import LocalMatcher, Material, Query, Ranking, evaluate, evaluate_material, make_queries, relative_score
+from mediamatch.platform.evaluation import LocalMatcher, Material, Query, Ranking, evaluate, evaluate_material, make_queries
 from mediamatch.platform.evaluation import audio, photo, text, video
 from mediamatch.platform.evaluation.core import chosen_edits
 from mediamatch.platform.signals import get_signal_type
@@ -52,7 +52,6 @@ def test_micro_ap_and_recall_at_precision_by_hand():
     assert r.recall_at_precision(0.6)[0] == pytest.approx(2 / 3)
     assert r.at_threshold() == (1, 1)
     assert Ranking("none", np.array([]), np.array([], dtype=bool), positives=2).micro_ap() == 0.0
-    assert relative_score(0, 31) == 1.0 and relative_score(31, 31) == 0.5 and relative_score(80, 31) == 0.0
 
 
 class ScriptedMatcher:
@@ -93,7 +92,11 @@ def test_pooled_ranking_counts_every_answer_to_a_distractor_as_false():
     assert result.rankings["pdq"].micro_ap() == pytest.approx(1 / 3)
     assert (pdq["answered_true"], pdq["answered_false"]) == (1, 2)  # 40 bits is beyond pdq's 31
     assert result.rankings["md5"].micro_ap() == pytest.approx(1 / 3)
-    assert summary["signals"]["combined"]["answered_false"] == 2
+    # combined is cross-fitted: copies split by original, distractors by ordinal (folds 0, 1, 0, 1); half 0 is scored by
+    # the fusion fitted on half 1, which holds no copy (no threshold: it answers nothing), half 1's wrong answer falls
+    # below the threshold of half 0's fusion
+    assert result.answers.folds == [0, 1, 0, 1] and result.combined_by == "cross-fitted"
+    assert (summary["signals"]["combined"]["answered_true"], summary["signals"]["combined"]["answered_false"]) == (0, 0)
     assert result.edit_counts == {"e": (2, 1), "f": (1, 0)}
     assert summary["per_edit"]["f"]["pdq"]["micro_ap"] == 0.0
 
@@ -145,8 +148,8 @@ def test_one_report_for_every_content_type_in_process(tmp_path, media):
     out = tmp_path / "report"
     args = ["--storage", str(tmp_path / "store"), "eval", "--photos", str(media / "photos"), "--photographs", "--originals", "4",
             "--distractors", "4", "--videos", str(media / "videos"), "--text", str(media / "docs"), "--text-bank", "6", "--text-distractors", "6",
-            "--text-per-edit", "6", "--signal-type", "pdq", "--signal-type", "image_embedding", "--signal-type", "vpdq",
-            "--signal-type", "md5", "--signal-type", "text_exact", "--signal-type", "text_minhash", "--signal-type", "audio_fingerprint",
+            "--text-per-edit", "6", "--signal-type", "pdq", "--signal-type", "image_embedding", "--signal-type", "keypoints",
+            "--signal-type", "vpdq", "--signal-type", "md5", "--signal-type", "text_exact", "--signal-type", "text_minhash", "--signal-type", "audio_fingerprint",
             "--edit", "resize", "--edit", "flip", "--edit", "exact copy", "--edit", "downscale 50%", "--edit", "original (wav)",
             "--edit", "mp3 64k", "--edit", "case_punct_space", "--edit", "typos_3pct", "--out", str(out)]
     if not NO_SPEECH:
@@ -160,10 +163,13 @@ def test_one_report_for_every_content_type_in_process(tmp_path, media):
         assert Image.open(io.BytesIO((out / f"eval-{kind}.png").read_bytes())).size[0] > 100
     assert "| resize |" in report and "| exact copy |" in report and "| typos_3pct |" in report
     assert "## Photo: real photographs" in report and "Real photographs only: " in report and (out / "eval-photographs.png").exists()
+    assert "| retrieval recall@20 |" in report and "Combined: one calibrated fusion" in report
     results = json.loads((out / "eval.json").read_text())["results"]
     assert set(results) == {*kinds, "photographs"}
     for material in ("photo", "photographs"):
-        assert set(results[material]["signals"]) == {"pdq", "image_embedding", "md5", "combined"}  # md5 serves every content type
+        assert set(results[material]["signals"]) == {"pdq", "image_embedding", "keypoints", "md5", "combined"}  # md5 serves every content type
+        assert results[material]["retrieval_k"] == 20 and results[material]["retrieval_recall"]["flip"] == 1.0  # 4 banked: all candidates
+        assert results[material]["per_edit"]["flip"]["keypoints"]["recall_at_threshold"] >= 0.75  # the mirrored query verifies
         assert results[material]["counts"]["banked"] == 4 and results[material]["counts"]["queries"] == 2 * 8
         assert results[material]["per_edit"]["flip"]["pdq"]["recall_at_threshold"] == 1.0  # dihedral PDQ: every mirrored copy
     # exact copies are ranked first: an exact signal finds every one, and nothing else

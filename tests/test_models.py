@@ -137,6 +137,8 @@ def test_training_job_records_an_evaluated_calibrated_model(ray_session, tmp_pat
     assert record.config.frame_precision == 0.8  # a frame's threshold, at lower precision, is never tighter
     assert record.config.frame_threshold is None or record.config.frame_threshold >= record.config.threshold
     assert steps[-1] == 1.0 and steps == sorted(steps)
+    fusion = record.config.fusion  # fitted on the held-out evaluation, verified keypoints among its signals
+    assert fusion is not None and fusion.fitted_on == str(holdout) and set(fusion.weights) == {"pdq", "image_embedding", "keypoints"}
     names = {key.rsplit("/", 1)[1] for key in record.files}
     assert names == {"config.json", "weights.pt", "eval.md", "eval-photo.png", "eval.json"}
 

@@ -16,7 +16,6 @@ from .core import (
     ServiceMatcher,
     calibrated_threshold,
     evaluate_material,
-    relative_score,
 )
 from .photo import IMAGE_SUFFIXES, encode, evaluate, load_images, make_queries, split, thumbnail
 from .report import write_report
@@ -25,5 +24,5 @@ from ..models.edits import EVAL_EDITS
 __all__ = [
     "Candidate", "EVAL_EDITS", "EvalResult", "IMAGE_SUFFIXES", "LocalMatcher", "Material", "Matcher", "Progress", "Query", "Ranking",
     "ServiceMatcher", "calibrated_threshold", "encode", "evaluate", "evaluate_material", "load_images", "make_queries",
-    "relative_score", "split", "thumbnail", "write_report",
+    "split", "thumbnail", "write_report",
 ]

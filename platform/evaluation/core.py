@@ -13,9 +13,13 @@ are ranked globally, and
 
 so a true pair never predicted counts as a miss. Recall at precision P is the largest recall
 of a prefix of that ranking whose precision is at least P; its score is the threshold to use.
-"Combined" ranks each (query, reference) pair by the best of its signals' threshold-relative
-scores. Beside the ranking, each signal's answers at its served threshold are counted: what
-the service would really return.
+"Combined" ranks each (query, reference) pair by one calibrated fusion of its signals'
+distances (`platform/fusion.py`): the matcher's stored one (a model's), else cross-fitted here,
+each half of the material (split by banked item and by distractor) scored by the fusion fitted
+on the other half, so no pair is scored by a fusion that saw it; its served decision is that
+fusion's threshold. Beside the ranking, each signal's answers at its served threshold are
+counted: what the service would really return. Where the matcher verifies photo candidates,
+the retrieval recall of each edit is the share of its copies whose original was among them.
 
 Two matchers: a running service through its HTTP API (`ServiceMatcher`, the real match path)
 or this process with the same signal code, catalog and live index the searchers use
@@ -37,13 +41,16 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 import numpy as np
 
 from ..errors import InvalidInput, MediamatchError
-from ..settings import LimitSettings
+from ..fusion import Fusion
+from ..settings import LimitSettings, VerifySettings
 from ..signals import SignalType, get_signal_type
+from ..verify import verify_stored
 
 Progress = Callable[[float, str], None]
 Candidate = tuple[str, float]  # reference id, distance
 Content = bytes | str  # media bytes, or a text
 K = 10  # candidates per signal type and query
+RETRIEVED = "retrieved"  # a match answer's key, beside the signal types': the candidates it verified (see LocalMatcher)
 
 
 @dataclass
@@ -110,11 +117,6 @@ class Ranking:
         return hits / max(1, self.positives), hits / np.arange(1, len(hits) + 1)
 
 
-def relative_score(distance: float, threshold: float) -> float:
-    """1 at distance 0, 0.5 at the signal's threshold, 0 at twice the threshold: comparable across signals."""
-    return float(min(1.0, max(0.0, 1.0 - 0.5 * distance / threshold))) if threshold > 0 else float(distance == 0)
-
-
 def wide_radius(signal_type: SignalType) -> float:
     """A threshold that lets every candidate through (ranking, not the threshold, decides)."""
     return float(signal_type.dim) if signal_type.index_kind == "binary" else 2.0
@@ -127,7 +129,8 @@ class Matcher(Protocol):
     def bank(self, items: Sequence[Content]) -> list[str]: ...
 
     def match(self, queries: Sequence[Content]) -> list[dict[str, list[Candidate]] | None]:
-        """Per query, each signal type's candidates (None: the query was refused as media)."""
+        """Per query, each signal type's candidates (None: the query was refused as media), and
+        under RETRIEVED, where the matcher verifies photos, the candidates it verified."""
 
     def threshold(self, signal_type: str) -> float: ...
 
@@ -138,20 +141,44 @@ class LocalMatcher:
     """The service's signal code, catalog and live index (exact, as a searcher's live delta),
     in this process: items are banked as catalog entries on a temporary local store, queries are
     computed as the service computes them (`compute_query`: pdq's dihedral forms, audio's speed
-    variants) and searched as a searcher searches them (`LiveIndex.search_values`)."""
+    variants) and searched as a searcher searches them (`LiveIndex.search_values`).
 
-    def __init__(self, types: Sequence[SignalType], limits: LimitSettings = LimitSettings(), k: int = K, content_type: str = "photo"):
+    With `keypoints` among the types, photo queries go through the service's verification stage
+    too: each searched signal's nearest `verify.candidates` within `verify.radius` (or its
+    threshold, if wider), as `routes/matching.py` takes them, are verified as the `Verifier`
+    deployment verifies them (`verify.verify_stored` on their stored keypoints), and each fit
+    with inliers is a `keypoints` candidate, at the service's distance (`inlier_distance`)."""
+
+    def __init__(self, types: Sequence[SignalType], limits: LimitSettings = LimitSettings(), k: int = K, content_type: str = "photo",
+                 verify: VerifySettings = VerifySettings(), fusion: Fusion | None = None):
         self.types = list(types)
         self.signal_types = [t.name for t in self.types]
-        self.limits, self.k, self.content_type = limits, k, content_type
+        self.limits, self.k, self.content_type, self.verify, self.fusion = limits, k, content_type, verify, fusion
+        self.verifying = content_type == "photo" and "keypoints" in self.signal_types
         self.folder = tempfile.mkdtemp(prefix="mediamatch-eval-")
         self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, True)
         self.live: dict = {}
 
+    @property
+    def retrieval_k(self) -> int | None:
+        return self.verify.candidates if self.verifying else None
+
+    def candidate_radius(self, signal_type: str) -> float:
+        """How far a searched signal's hit may be and still be verified (the route's search radius)."""
+        return max(self.threshold(signal_type), self.verify.radius.get(signal_type, self.threshold(signal_type)))
+
+    @property
+    def evidence_radius(self) -> dict[str, float]:
+        """Per searched signal, the farthest hit the service would see while verifying: the fusion's evidence."""
+        return {st.name: self.candidate_radius(st.name) for st in self.types if st.index_kind != "stored"} if self.verifying else {}
+
     def signals(self, items: Sequence[Content], query: bool = False) -> list[dict | None]:
-        """Per item, each type's value (None: no value); None for an item that is not valid media."""
+        """Per item, each type's value (None: no value); None for an item that is not valid media.
+        A query has no stored-kind values (keypoints: the verifier takes the query's from its image)."""
         out: list[dict | None] = [{} for _ in items]
         for st in self.types:
+            if query and st.index_kind == "stored":
+                continue
             if query and st.query_form:
                 values = [self._one(st.compute_query, item) for item in items]
             else:
@@ -200,8 +227,30 @@ class LocalMatcher:
 
     def match(self, queries: Sequence[Content]) -> list[dict[str, list[Candidate]] | None]:
         rows = self.signals(queries, query=True)
-        found = {st.name: self.search(st.name, [r and r[st.name] for r in rows], self.k, wide_radius(st)) for st in self.types}
-        return [None if r is None else {name: hits[i] for name, hits in found.items()} for i, r in enumerate(rows)]
+        searched = [st for st in self.types if st.index_kind != "stored"]
+        k = max(self.k, self.verify.candidates) if self.verifying else self.k
+        found = {st.name: self.search(st.name, [r and r[st.name] for r in rows], k, wide_radius(st)) for st in searched}
+        out = []
+        for i, (query, row) in enumerate(zip(queries, rows)):
+            hits = {name: found[name][i] for name in found}
+            answer = None if row is None else {name: h[: self.k] for name, h in hits.items()}
+            if answer is not None and self.verifying:
+                answer.update(self.verified(query, hits))
+            out.append(answer)
+        return out
+
+    def verified(self, query: bytes, hits: dict[str, list[Candidate]]) -> dict[str, list[Candidate]]:
+        """The keypoints candidates of one photo query, and under RETRIEVED those it verified."""
+        from ..signals.keypoints import inlier_distance
+
+        candidates: dict[str, None] = {}
+        for name, found in hits.items():
+            radius = self.candidate_radius(name)
+            candidates.update(dict.fromkeys([entry for entry, d in found if d <= radius][: self.verify.candidates]))
+        stored = self.live["keypoints"].values(candidates)
+        fits = verify_stored(query, stored, self.limits.max_image_pixels) if stored else {}
+        keypoints = sorted(((e, inlier_distance(f.inliers)) for e, f in fits.items() if f.inliers), key=lambda c: c[1])
+        return {"keypoints": keypoints, RETRIEVED: [(e, 0.0) for e in candidates]}
 
     def threshold(self, signal_type: str) -> float:
         return float(next(t for t in self.types if t.name == signal_type).default_threshold)
@@ -218,6 +267,9 @@ class ServiceMatcher:
     deleted at the end (needs an admin token when the service has tokens). Files go up as
     multipart `file` with their `content_type`, texts as JSON `{"text": ...}`; `workers`
     requests at a time, so the service can batch its model calls."""
+
+    fusion: Fusion | None = None  # the combination is cross-fitted on the evaluation (see evaluate_material)
+    retrieval_k: int | None = None  # the service does not say which candidates it verified
 
     def __init__(self, client, signal_types: Sequence[str], content_type: str = "photo", k: int = K, workers: int = 4):
         self.client, self.signal_types, self.content_type, self.k = client, list(signal_types), content_type, k
@@ -272,12 +324,17 @@ class ServiceMatcher:
 class EvalResult:
     rankings: dict[str, Ranking]  # per signal type, and "combined"
     per_edit: dict[str, dict[str, Ranking]]  # edit -> name -> ranking of that edit's queries (+ distractors)
-    thresholds: dict[str, float]  # the matcher's served thresholds ("combined" ranks by them)
+    thresholds: dict[str, float]  # the matcher's served thresholds
     counts: dict[str, int]
     content_type: str = "photo"
     notes: list[str] = field(default_factory=list)
     edit_counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # edit -> (copies, distractors)
     section: str = ""  # the report's name for it where a content type has two materials (photo: drawings, photographs)
+    fusion: Fusion | None = None  # the combination fitted on every pair of this evaluation (to store with a model)
+    combined_by: str = ""  # how "combined" was scored: the matcher's stored fusion, or cross-fitted here
+    retrieval: dict[str, float] = field(default_factory=dict)  # edit -> share of its copies whose original was verified
+    retrieval_k: int | None = None  # candidates verified per searched signal
+    answers: "Answers | None" = None  # what the rankings were made of (to rank again: `rank`)
 
     @property
     def name(self) -> str:
@@ -293,7 +350,9 @@ class EvalResult:
         edits = {e: {n: {"micro_ap": round(r.micro_ap(), 4), "recall_at_p99": round(self._recall_at(n, r), 4), **_served(r)}
                      for n, r in by.items()} for e, by in self.per_edit.items()}
         return {"content_type": self.content_type, "counts": self.counts, "thresholds": self.thresholds, "signals": rows,
-                "per_edit": edits, "edit_counts": {e: list(c) for e, c in self.edit_counts.items()}}
+                "per_edit": edits, "edit_counts": {e: list(c) for e, c in self.edit_counts.items()}, "combined_by": self.combined_by,
+                "retrieval_k": self.retrieval_k, "retrieval_recall": {e: round(r, 4) for e, r in self.retrieval.items()},
+                "fusion": self.fusion.model_dump() if self.fusion else None}
 
     def _recall_at(self, name: str, ranking: Ranking) -> float:
         """Recall of one edit's queries at the whole suite's precision-0.99 score threshold."""
@@ -316,6 +375,62 @@ def scaled(progress: Progress | None, start: float, end: float) -> Progress:
     return lambda fraction, message: report(start + (end - start) * fraction, message)
 
 
+def fold_of(query: Query, ordinal: int) -> int:
+    """Which half of the material a query belongs to for cross-fitting: by the banked item it
+    copies, else by the distractor it was made from (its ordinal where unnamed)."""
+    if query.truth is not None:
+        return query.truth % 2
+    return zlib.crc32(query.item.encode()) % 2 if query.item else ordinal % 2
+
+
+@dataclass
+class Pairs:
+    """Every (query, reference) pair some signal answered, with each signal's distance for it."""
+
+    queries: np.ndarray
+    correct: np.ndarray
+    evidence: list[dict[str, float]]
+
+
+@dataclass
+class Answers:
+    """What a matcher answered for one material's queries: every (query, signal, reference
+    index, distance) prediction, and per query its truth, edit, half (`fold_of`) and whether
+    its original was among the candidates verified (None: not known)."""
+
+    predictions: list[tuple[int, str, int, float]] = field(default_factory=list)
+    truths: list[int | None] = field(default_factory=list)
+    edits: list[str] = field(default_factory=list)
+    folds: list[int] = field(default_factory=list)
+    retrieved: list[bool | None] = field(default_factory=list)
+
+    def pairs(self) -> Pairs:
+        found: dict[tuple[int, int], dict[str, float]] = {}
+        for q, signal, ref, d in self.predictions:
+            evidence = found.setdefault((q, ref), {})
+            evidence[signal] = min(d, evidence.get(signal, d))
+        keys = list(found)
+        return Pairs(np.array([q for q, _ in keys], dtype=int), np.array([self.truths[q] == ref for q, ref in keys], dtype=bool),
+                     list(found.values()))
+
+
+def fused_scores(pairs: Pairs, folds: np.ndarray, fusion: Fusion | None, radius: dict[str, float]) -> tuple[np.ndarray, np.ndarray, Fusion]:
+    """Each pair's fused score and decision: by `fusion` when given (a model's stored one), else
+    cross-fitted (each half of the queries scored by the fusion fitted on the other half); and
+    the fusion fitted on every pair. `radius`: per signal, the farthest distance that is evidence."""
+    everything = Fusion.fit(pairs.evidence, pairs.correct, radius)
+    if fusion is not None:
+        return fusion.scores(pairs.evidence), fusion.decide(pairs.evidence), everything
+    scores, within = np.zeros(len(pairs.correct)), np.zeros(len(pairs.correct), dtype=bool)
+    half = folds[pairs.queries] if len(pairs.queries) else np.zeros(0, dtype=int)
+    for fold in (0, 1):
+        fit_on, score = np.flatnonzero(half != fold), np.flatnonzero(half == fold)
+        fitted = Fusion.fit([pairs.evidence[i] for i in fit_on], pairs.correct[fit_on], radius)
+        mine = [pairs.evidence[i] for i in score]
+        scores[score], within[score] = fitted.scores(mine), fitted.decide(mine)
+    return scores, within, everything
+
+
 def evaluate_material(material: Material, matcher: Matcher, progress: Progress | None = None, chunk: int = 16) -> EvalResult:
     """Bank the material's items, match every query, and rank the pooled predictions."""
     report = progress or (lambda fraction, message: None)
@@ -323,11 +438,7 @@ def evaluate_material(material: Material, matcher: Matcher, progress: Progress |
     report(0.0, f"{kind}: banking {len(material.references)} items")
     ids = matcher.bank(material.references)
     index_of = {entry: i for i, entry in enumerate(ids)}
-    names = list(matcher.signal_types)
-    thresholds = {n: matcher.threshold(n) for n in names}
-    predictions: list[tuple[int, str, int, float]] = []  # query, signal, reference index, distance
-    truths: list[int | None] = []
-    edits: list[str] = []
+    answers = Answers()
     refused = 0
     total = max(1, material.query_count)
     batch: list[Query] = []
@@ -335,16 +446,20 @@ def evaluate_material(material: Material, matcher: Matcher, progress: Progress |
     def flush() -> None:
         nonlocal refused
         for query, found in zip(batch, matcher.match([q.content for q in batch])):
-            q = len(truths)
-            truths.append(query.truth)
-            edits.append(query.edit)
+            q = len(answers.truths)
+            answers.truths.append(query.truth)
+            answers.edits.append(query.edit)
+            answers.folds.append(fold_of(query, q))
+            verified = (found or {}).pop(RETRIEVED, None)
+            known = query.truth is not None and verified is not None
+            answers.retrieved.append(any(index_of.get(e) == query.truth for e, _ in verified) if known else None)
             if found is None:
                 refused += 1
                 continue
             for name, candidates in found.items():
-                predictions.extend((q, name, index_of[ref], d) for ref, d in candidates if ref in index_of)
+                answers.predictions.extend((q, name, index_of[ref], d) for ref, d in candidates if ref in index_of)
         batch.clear()
-        report(0.05 + 0.95 * len(truths) / total, f"{kind}: query {len(truths)}/{material.query_count}")
+        report(0.05 + 0.95 * len(answers.truths) / total, f"{kind}: query {len(answers.truths)}/{material.query_count}")
 
     report(0.05, f"{kind}: making and matching {material.query_count} queries")
     for query in material.queries():
@@ -353,15 +468,30 @@ def evaluate_material(material: Material, matcher: Matcher, progress: Progress |
             flush()
     if batch:
         flush()
+    names = list(matcher.signal_types)
+    result = rank(answers, names, {n: matcher.threshold(n) for n in names}, getattr(matcher, "fusion", None),
+                  getattr(matcher, "evidence_radius", {}), kind)
+    result.counts = {"banked": len(ids), "distractors": material.distractors, **result.counts, "refused": refused}
+    result.notes = list(material.notes)
+    result.retrieval_k = getattr(matcher, "retrieval_k", None) if result.retrieval else None
+    report(1.0, f"{kind}: {len(answers.truths)} queries")
+    return result
+
+
+def rank(answers: Answers, names: list[str], thresholds: dict[str, float], fusion: Fusion | None = None,
+         radius: dict[str, float] | None = None, content_type: str = "photo") -> EvalResult:
+    """The pooled rankings of every signal and, with more than one, of their fusion (`fused_scores`),
+    over all the queries and per edit."""
+    truths, predictions = answers.truths, answers.predictions
+    multi = len(names) > 1
+    pairs = answers.pairs()
+    if multi:
+        fused, fused_within, fitted = fused_scores(pairs, np.array(answers.folds, dtype=int), fusion, radius or {})
 
     def ranking(name: str, chosen: np.ndarray) -> Ranking:
         positives = sum(1 for q in np.flatnonzero(chosen) if truths[q] is not None)
-        if name == "combined":  # best signal per (query, reference)
-            best: dict[tuple[int, int], float] = {}
-            for q, signal, ref, d in predictions:
-                if chosen[q]:
-                    best[(q, ref)] = max(best.get((q, ref), 0.0), relative_score(d, thresholds[signal]))
-            rows = [(s, truths[q] == ref, 0.0, s >= 0.5) for (q, ref), s in best.items()]
+        if name == "combined":
+            rows = [(fused[i], pairs.correct[i], 0.0, fused_within[i]) for i in np.flatnonzero(chosen[pairs.queries])]
         else:
             st = get_signal_type(name)
             rows = [(st.score(d), truths[q] == ref, d, d <= thresholds[name]) for q, signal, ref, d in predictions if signal == name and chosen[q]]
@@ -369,19 +499,23 @@ def evaluate_material(material: Material, matcher: Matcher, progress: Progress |
         return Ranking(name, np.array([r[0] for r in rows]), np.array([r[1] for r in rows], dtype=bool), positives,
                        np.array([r[2] for r in rows]), np.array([r[3] for r in rows], dtype=bool))
 
-    all_names = names + (["combined"] if len(names) > 1 else [])
-    edit_array = np.array(edits, dtype=object)
+    all_names = names + (["combined"] if multi else [])
+    edit_array = np.array(answers.edits, dtype=object)
     everything = np.ones(len(truths), dtype=bool)
-    per_edit, edit_counts = {}, {}
-    for edit in dict.fromkeys(edits):
+    per_edit, edit_counts, retrieval = {}, {}, {}
+    for edit in dict.fromkeys(answers.edits):
         chosen = edit_array == edit  # its copies and its edited distractors
         per_edit[edit] = {n: ranking(n, chosen) for n in all_names}
         copies = sum(1 for q in np.flatnonzero(chosen) if truths[q] is not None)
         edit_counts[edit] = (copies, int(chosen.sum()) - copies)
-    counts = {"banked": len(ids), "distractors": material.distractors, "queries": len(truths),
-              "true_pairs": sum(1 for t in truths if t is not None), "edits": len(per_edit), "refused": refused}
-    report(1.0, f"{kind}: {len(truths)} queries")
-    return EvalResult({n: ranking(n, everything) for n in all_names}, per_edit, thresholds, counts, kind, list(material.notes), edit_counts)
+        known = [answers.retrieved[q] for q in np.flatnonzero(chosen) if answers.retrieved[q] is not None]
+        if known:
+            retrieval[edit] = float(np.mean(known))
+    counts = {"queries": len(truths), "true_pairs": sum(1 for t in truths if t is not None), "edits": len(per_edit)}
+    return EvalResult({n: ranking(n, everything) for n in all_names}, per_edit, thresholds, counts, content_type, [], edit_counts,
+                      fusion=fitted if multi else None,
+                      combined_by=("the model's stored fusion" if fusion is not None else "cross-fitted") if multi else "",
+                      retrieval=retrieval, answers=answers)
 
 
 @dataclass

@@ -23,7 +23,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 MAX_SIDE = 512  # originals are scaled down to this first: the edits then take milliseconds
 MIN_SIDE = 64  # smaller images (icons, glyphs) are skipped: too little to copy
 SAME_PICTURE = 10  # PDQ bits: closer images count as one picture
-SIGNALS = ("pdq", "image_embedding")
+SIGNALS = ("pdq", "image_embedding", "keypoints")
 EDITS = tuple(EVAL_EDITS)
 
 # Real photographs (no drawings, renders, paintings, masks or screenshots) the project may use,
@@ -118,11 +118,12 @@ def make_queries(originals: Sequence[Image.Image], distractors: Sequence[Image.I
                  edits: Iterable[str] = EDITS) -> Iterator[Query]:
     """Every original and every distractor under every edit; overlays draw from the distractors."""
     pool = list(distractors) or list(originals)
+    items = [*((o, j, f"original {j}") for j, o in enumerate(originals)), *((d, None, f"distractor {j}") for j, d in enumerate(distractors))]
     for name in edits:
         edit = EVAL_EDITS[name]
-        for i, (image, truth) in enumerate([*((o, j) for j, o in enumerate(originals)), *((d, None) for d in distractors)]):
+        for i, (image, truth, item) in enumerate(items):
             rng = random.Random(f"{seed}/{name}/{i}")
-            yield Query(encode(edit(image, rng, pool)), name, truth)
+            yield Query(encode(edit(image, rng, pool)), name, truth, item)
 
 
 def material(originals: Sequence[Image.Image], distractors: Sequence[Image.Image], seed: int = 0,

@@ -26,7 +26,7 @@ def _served_cells(row: dict) -> list[str]:
 
 
 def _threshold(result: EvalResult, name: str) -> str:
-    return "any signal's" if name == "combined" else f"{result.thresholds[name]:g}"
+    return "the fusion's" if name == "combined" else f"{result.thresholds[name]:g}"
 
 
 def section(result: EvalResult, png: str) -> list[str]:
@@ -42,13 +42,21 @@ def section(result: EvalResult, png: str) -> list[str]:
                      *_served_cells(row)])
     lines += _table(["signal", "µAP", "recall @ precision 0.90", "recall @ precision 0.99", "distance @ precision 0.99",
                      "served threshold", "recall at it", "precision at it", "false matches at it"], rows)
+    if "combined" in names:
+        lines += ["", f"Combined: one calibrated fusion of the signals' distances (`platform/fusion.py`), {summary['combined_by']}; "
+                  "its served decision is the fusion's own threshold."]
     lines += ["", f"![{result.name} precision-recall]({png})", "",
               "Per edit, the ranking: µAP of that edit's queries (its edited copies and edited distractors) and the copies' "
-              "recall at the whole suite's precision-0.99 threshold.", ""]
-    edit_rows = [[edit, "{} / {}".format(*result.edit_counts[edit]),
+              "recall at the whole suite's precision-0.99 threshold."]
+    retrieval = summary["retrieval_recall"]
+    if retrieval:
+        lines += [f"Retrieval recall@{summary['retrieval_k']}: the share of the edit's copies whose original was among the "
+                  f"candidates verified (each searched signal's {summary['retrieval_k']} nearest within the verifier's radius)."]
+    retrieval_header = [f"retrieval recall@{summary['retrieval_k']}"] if retrieval else []
+    edit_rows = [[edit, "{} / {}".format(*result.edit_counts[edit]), *([_num(retrieval.get(edit))] if retrieval else []),
                   *(f"{_num(by[n]['micro_ap'])} / {_num(by[n]['recall_at_p99'])}" for n in names)]
                  for edit, by in summary["per_edit"].items()]
-    lines += _table(["edit", "copies / distractors", *(f"{n} µAP / R@P99" for n in names)], edit_rows)
+    lines += [""] + _table(["edit", "copies / distractors", *retrieval_header, *(f"{n} µAP / R@P99" for n in names)], edit_rows)
     lines += ["", "Per edit, at the served thresholds (what the service answers): the copies' recall, and the false matches "
               "(answers naming a wrong item, for copies and distractors alike).", ""]
     edit_rows = [[edit, *(f"{_num(by[n]['recall_at_threshold'])} / {by[n]['answered_false']}" for n in names)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from ..fusion import Fusion
+
 
 class DescriptorConfig(BaseModel):
     architecture: str = "resnet_gem"
@@ -19,6 +21,8 @@ class DescriptorConfig(BaseModel):
     frame_threshold: float | None = Field(None, description="cosine distance at frame_precision: a video frame this close to a "
                                           "banked frame counts toward a time-aligned video match (see video_embedding)")
     frame_precision: float | None = None
+    fusion: Fusion | None = Field(None, description="the calibrated fusion of the photo signals fitted on the held-out evaluation "
+                                  "(`platform/fusion.py`): the eval's combined ranking and the photo match decision")
     trained_on: str = ""
     training: dict = Field(default_factory=dict, description="what the training job ran and measured")
     evaluation: dict = Field(default_factory=dict, description="the held-out evaluation's headline figures")
