@@ -60,3 +60,15 @@ def test_a_short_soak_of_the_service(service, tmp_path):
     assert report["replaced"] == [] and max(report["rss_growth"].values()) <= 0.10
     assert sum(p["by_kind"].get("bank", {}).get("ok", 0) for p in report["periods"]) > 0  # banking in the mix
     assert result.exit_code == (0 if report["passed"] else 1)
+
+
+def test_soak_usage_errors():
+    from click.testing import CliRunner
+
+    from mediamatch.platform.cli import cli
+    from mediamatch.platform.errors import InvalidInput
+
+    for args, says in ((["--rates", "5,10"], "one rate"), (["--rates", "5", "--url", "http://192.0.2.7:8000"], "on this machine"),
+                       (["--rates", "5", "--url", "http://127.0.0.1:1"], "no Ray node on this machine serves mediamatch on port 1")):
+        result = CliRunner().invoke(cli, ["loadtest", "--soak", "1", *args])
+        assert isinstance(result.exception, InvalidInput) and says in str(result.exception), result.output
