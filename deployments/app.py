@@ -54,6 +54,21 @@ def deployment_options(config: DeploymentSettings, name: str, access_log: bool, 
     }
 
 
+def ingress_options(config: DeploymentSettings, access_log: bool) -> dict[str, Any]:
+    """The Ingress's Serve options: its replicas take every request in, up to their own admission
+    limit (`http.Admission`: `max_ongoing_requests` at work, `max_queued_requests` waiting) and
+    as many again, at least 64, for a burst of refusals (each answered at once), so that
+    overload is answered by the app in the API's shape. Serve's own limits stay behind that as
+    a backstop, its queue as deep: with direct ingress (HAProxy) a replica counts a burst of
+    arrivals as queued until each takes a slot, and drops what is over `max_queued_requests`
+    with its plain-text 503 even while slots are free."""
+    options = deployment_options(config, "Ingress", access_log)
+    if config.max_queued_requests >= 0:
+        admitted = config.max_ongoing_requests + config.max_queued_requests
+        options["max_ongoing_requests"] = options["max_queued_requests"] = admitted + max(64, admitted)
+    return options
+
+
 def data_plane_env(mode: str) -> dict[str, str]:
     """The environment a local Ray instance starts with for data plane `mode` (every flag of the
     others off). HAProxy gets a folder and stats/metrics ports of its own, so that two
@@ -149,7 +164,7 @@ def build_app(settings: Settings) -> Application:
     verifier = Verifier.options(**deployment_options(serve_cfg.verifier, "Verifier", serve_cfg.access_log)).bind(config) if verifies(settings) else None
     stored = [n for n in served_types(settings) if not SIGNAL_TYPES[n].searched]  # computed and kept at banking, never searched
     limits = RateLimits.options(logging_config={"enable_access_log": serve_cfg.access_log}).bind()
-    return Ingress.options(**deployment_options(serve_cfg.ingress, "Ingress", serve_cfg.access_log)).bind(config, computers, searchers, limits, stored, verifier)
+    return Ingress.options(**ingress_options(serve_cfg.ingress, serve_cfg.access_log)).bind(config, computers, searchers, limits, stored, verifier)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -4,6 +4,7 @@ hands a route the replica's `Ingress` (its settings, catalog, auth and handles).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Annotated, Any
@@ -18,7 +19,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mediamatch.platform.errors import InvalidInput, MediamatchError, NotReady, TooLarge, UnsupportedContentType
+from mediamatch.platform.errors import InvalidInput, MediamatchError, NotReady, Overloaded, TooLarge, UnsupportedContentType
 from mediamatch.platform.media import CONTENT_TYPES
 
 from . import metrics
@@ -36,8 +37,10 @@ _ingress: Any = None
 
 
 def serve_routes_with(ingress: Any) -> None:
-    global _ingress
+    global _ingress, _admission
     _ingress = ingress
+    limits = ingress.settings.serve.ingress
+    _admission = Admission(limits.max_ongoing_requests, limits.max_queued_requests)
 
 
 def current_ingress() -> Any:
@@ -91,6 +94,48 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal", f"internal error ({type(exc).__name__}); it has been logged")
 
 
+# -- admission: overload answered in the API's shape, whichever proxy is in front ---------------
+class Admission:
+    """At most `ongoing` requests at work in this replica and `queued` waiting for a turn (-1:
+    any number); one more is refused at once with 503 `overloaded` and Retry-After. The app
+    sheds rather than Serve (whose own limits `app.ingress_options` sets above these), because
+    Serve's proxy and HAProxy would answer in their own plain-text shapes."""
+
+    def __init__(self, ongoing: int, queued: int):
+        self.free, self.queued, self.waiting = asyncio.Semaphore(ongoing), queued, 0
+
+    async def enter(self) -> None:
+        if self.queued >= 0 and self.free.locked() and self.waiting >= self.queued:
+            raise Overloaded(f"the service is over capacity ({self.waiting} requests waiting in this replica); retry shortly")
+        self.waiting += 1
+        try:
+            await self.free.acquire()
+        finally:
+            self.waiting -= 1
+
+    def leave(self) -> None:
+        self.free.release()
+
+
+_admission: Admission | None = None
+UNMETERED = {"/healthz", "/readyz", "/metrics"}  # probes answer under overload too
+
+
+async def _admit(request: Request, call_next):
+    path = request.scope["path"].removeprefix(request.scope.get("root_path", ""))
+    if _admission is None or path in UNMETERED:
+        return await call_next(request)
+    try:
+        await _admission.enter()
+    except Overloaded as exc:
+        metrics.SHED.labels().inc()
+        return await _mediamatch_error(request, exc)
+    try:
+        return await call_next(request)
+    finally:
+        _admission.leave()
+
+
 async def _measure(request: Request, call_next):
     started = time.perf_counter()
     response = await call_next(request)
@@ -106,7 +151,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(ray.exceptions.RayActorError, _replica_lost)
     app.add_exception_handler(Exception, _unexpected)
-    app.middleware("http")(_measure)
+    app.middleware("http")(_admit)
+    app.middleware("http")(_measure)  # added last, so outermost: shed requests are counted too
 
     def openapi() -> dict:
         if app.openapi_schema is None:

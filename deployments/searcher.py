@@ -20,6 +20,8 @@ from mediamatch.platform.settings import Settings
 from mediamatch.platform.signals import get_signal_type
 from mediamatch.platform.storage import ObjectStore
 
+from . import metrics
+
 log = logging.getLogger("ray.serve")
 
 Search = dict[str, Any]  # signal_type, values (canonical), k, radius, banks (or None), min_seq
@@ -60,6 +62,7 @@ class ShardSearcher:
                     log.warning("%s: object store unreachable, serving what is loaded: %s", name, exc)
                 except Exception:
                     log.exception("%s: refreshing the index failed", name)
+            metrics.record_index(self.slot, self.status())  # live delta and version, where they are known
 
     @serve.batch
     async def search(self, calls: list[list[Search]]) -> list[list[dict[str, Any]]]:

@@ -639,14 +639,16 @@ def serve_command(obj: Context, host: str | None, port: int | None, address: str
         os.environ.update(data_plane_env(settings.serve.data_plane))
     # A local instance gets at least 4 logical CPUs: replicas take fractions and mostly wait,
     # and a reindex job started over HTTP needs whole CPUs for its Ray Data tasks beside them.
-    cpus = None if settings.ray_address else max(4, os.cpu_count() or 1)
-    ray.init(address=settings.ray_address, num_cpus=cpus, include_dashboard=False, configure_logging=False)
+    local = {} if settings.ray_address else {"num_cpus": max(4, os.cpu_count() or 1), "_metrics_export_port": settings.metrics_export_port}
+    ray.init(address=settings.ray_address, include_dashboard=False, configure_logging=False, **local)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_app(settings), name="mediamatch", route_prefix="/")
     anonymous = " (anonymous: loopback clients only)" if not settings.tokens else ""
     click.echo(f"mediamatch listening on http://{settings.host}:{settings.port}{anonymous}; storage {settings.storage}")
     if settings.ray_address:
         return  # the application lives on the cluster
+    node = next(n for n in ray.nodes() if n["NodeID"] == ray.get_runtime_context().get_node_id())
+    click.echo(f"metrics of every replica (Ray's Prometheus endpoint): http://127.0.0.1:{node['MetricsExportPort']}/metrics")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ray's driver does not turn them into KeyboardInterrupt
         signal.signal(sig, lambda *_: stop.set())
@@ -715,15 +717,25 @@ def token_create(team: str, roles: tuple[str, ...], banks: tuple[str, ...]) -> N
 @click.option("--slo-p99-ms", type=click.FloatRange(0, min_open=True), help="a step over this p99 counts as saturated")
 @click.option("--out", default="loadtest-report", show_default=True, help="folder for loadtest.json and loadtest.png")
 @click.option("--seed", type=int, default=0)
-def loadtest_command(url, token, rates, step_seconds, warmup_seconds, mix, max_requests, photos, slo_p99_ms, out, seed) -> None:
+@click.option("--soak", "soak_minutes", type=click.FloatRange(0.5, 24 * 60), help="instead of steps: this many minutes at one rate (a local service)")
+@click.option("--capacity-qps", type=click.FloatRange(0, min_open=True), help="with --soak: run at 70% of this capacity (else the one --rates value)")
+@click.option("--sample-seconds", type=click.FloatRange(5, 600), default=60, show_default=True, help="with --soak: p99 and replica memory per this period")
+def loadtest_command(url, token, rates, step_seconds, warmup_seconds, mix, max_requests, photos, slo_p99_ms, out, seed, soak_minutes, capacity_qps, sample_seconds) -> None:
     """Drive a running service at stepped open-loop rates; report latency, throughput, errors
-    and the saturation point (JSON + PNG)."""
+    and the saturation point (JSON + PNG). With --soak: one rate for MINUTES, and a verdict on
+    errors, p99 drift and the replicas' memory growth (exit status 1 when one fails)."""
     import asyncio
 
     from .loadtest import LoadTest, Payloads, parse_mix, saturation, write_report
 
-    steps_qps = _rates(rates)
     weights = parse_mix(mix)
+    if soak_minutes is not None:
+        if capacity_qps is None and len(_rates(rates)) != 1:
+            raise InvalidInput("--soak runs at one rate: give --capacity-qps or a single --rates value")
+        rate = 0.7 * capacity_qps if capacity_qps else _rates(rates)[0]
+        _soak(url, LoadTest(url, token, weights, Payloads.make(photos, seed), seed=seed), rate, soak_minutes, sample_seconds, warmup_seconds, out)
+        return
+    steps_qps = _rates(rates)
     client = Client(url, token)
     shape = _shape(client, url)
     test = LoadTest(url, token, weights, Payloads.make(photos, seed), seed=seed)
@@ -747,6 +759,47 @@ def loadtest_command(url, token, rates, step_seconds, warmup_seconds, mix, max_r
         click.echo(f"{st['offered_qps']:>8g} {st['achieved_qps']:>9.1f} {st['p50_ms'] or 0:>8.1f} {st['p95_ms'] or 0:>8.1f} {st['p99_ms'] or 0:>8.1f} {100 * st['error_rate']:>6.1f}%")
     saturated = report["saturation_qps"]
     click.echo(f"saturation: {f'{saturated:g} req/s offered' if saturated else 'not reached'}; report {json_path}, plot {png_path}")
+
+
+def _soak(url: str, test, rate: float, minutes: float, period: float, warmup: float, out: str) -> None:
+    import asyncio
+    from urllib.parse import urlparse
+
+    from .loadtest import replica_memory, serving_raylet, soak_report
+
+    where = urlparse(url)
+    if not is_loopback(where.hostname or ""):
+        raise InvalidInput(f"--soak drives a service on this machine (it reads its replicas' memory here), not {where.hostname}")
+    raylet = serving_raylet(where.port or 80)
+    if raylet is None or not replica_memory(raylet):
+        raise InvalidInput(f"no Ray node on this machine serves mediamatch on port {where.port or 80}: start `mediamatch serve` first")
+    periods = max(1, round(minutes * 60 / period))
+    click.echo(f"soak: {rate:g} req/s for {periods} x {period:g} s, mix {test.mix}")
+
+    def show(i: int, step, memory: dict[str, int]) -> None:
+        summary = step.summary()
+        click.echo(f"  {(i + 1) * period / 60:6.1f} min: {summary['sent']} sent, {sum(step.errors.values())} errors, "
+                   f"p99 {summary['p99_ms'] or 0:.1f} ms, replicas {sum(memory.values()) / 2**20:,.0f} MiB resident")
+
+    steps, samples = asyncio.run(test.soak(rate, periods, period, lambda: replica_memory(raylet), show, warmup))
+    report = soak_report(rate, period, steps, samples) | {"url": url, "mix": test.mix, "minutes": minutes}
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "soak.json")
+    Path(path).write_text(json.dumps(report, indent=2))
+    first, last = report["first_window"], report["last_window"]
+    window = round(report["window_periods"] * period / 60, 2)
+    click.echo(f"requests {report['total']['sent']}, errors {report['total']['errors']} {report['errors'] or ''}")
+    click.echo(f"p99 first {window:g} min {first['p99_ms']} ms, last {window:g} min {last['p99_ms']} ms (x{report['p99_ratio']})")
+    for name, growth in sorted(report["rss_growth"].items()):
+        click.echo(f"  {name:<32} {report['rss_after_warmup'][name] / 2**20:8.1f} -> {report['rss_end'][name] / 2**20:8.1f} MiB ({growth:+.1%})")
+    for key, what in (("replaced", "replaced during the soak"), ("scaled_down", "stopped by autoscaling"), ("started", "started during the soak")):
+        for name in report[key]:
+            click.echo(f"  {name:<32} {what}")
+    for check, ok in report["checks"].items():
+        click.echo(f"{'pass' if ok else 'FAIL'}: {check}")
+    click.echo(f"report {path}")
+    if not report["passed"]:
+        click.get_current_context().exit(1)
 
 
 def _rates(text: str) -> list[float]:

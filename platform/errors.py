@@ -78,3 +78,11 @@ class StorageError(MediamatchError):
 class NotReady(MediamatchError):
     code = "not_ready"
     status = 503
+
+
+class Overloaded(MediamatchError):
+    """The ingress replica has as many requests waiting as it may queue: retry shortly."""
+
+    code = "overloaded"
+    status = 503
+    retry_after = 1

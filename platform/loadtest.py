@@ -18,6 +18,7 @@ import math
 import os
 import random
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -178,14 +179,20 @@ class LoadTest:
             reason = f"http_{status}"
         result.errors[reason] = result.errors.get(reason, 0) + 1
 
-    async def run(
-        self, rates: list[float], seconds: float, max_requests: int | None, progress: Callable[[str, int], Callable[[], None]], warmup: float = 5
-    ) -> list[dict]:
+    @asynccontextmanager
+    async def session(self):
+        """A client session, with the bank that bank writes fill."""
         import aiohttp
 
         connector = aiohttp.TCPConnector(limit=self.max_in_flight)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
             await self.prepare(session)
+            yield session
+
+    async def run(
+        self, rates: list[float], seconds: float, max_requests: int | None, progress: Callable[[str, int], Callable[[], None]], warmup: float = 5
+    ) -> list[dict]:
+        async with self.session() as session:
             if warmup:  # first requests pay for cold caches and lazy loading: not counted
                 await self.step(session, rates[0], warmup, max_requests, progress("warm-up", int(rates[0] * warmup)))
             steps = []
@@ -193,6 +200,106 @@ class LoadTest:
                 tick = progress(f"{rate:g} req/s", int(rate * seconds))
                 steps.append((await self.step(session, rate, seconds, max_requests, tick)).summary())
             return steps
+
+    async def soak(
+        self, rate: float, periods: int, period_seconds: float, memory: Callable[[], dict[str, int]],
+        on_period: Callable[[int, StepResult, dict[str, int]], None], warmup: float = 5,
+    ) -> tuple[list[StepResult], list[dict[str, int]]]:
+        """`periods` steps of `period_seconds` at one rate, back to back; after each, the
+        replicas' resident memory (`memory()`). The steps and the samples."""
+        async with self.session() as session:
+            if warmup:
+                await self.step(session, rate, warmup, None, lambda: None)
+            steps, samples = [], []
+            for i in range(periods):
+                steps.append(await self.step(session, rate, period_seconds, None, lambda: None))
+                samples.append(await asyncio.to_thread(memory))
+                on_period(i, steps[-1], samples[-1])
+            return steps, samples
+
+
+# -- soak ----------------------------------------------------------------------------------------
+SOAK_P99_GROWTH = 0.20  # the last window's p99 at most 20% over the first's
+SOAK_RSS_GROWTH = 0.10  # every replica's resident memory at most 10% over its size after warm-up
+
+
+def serving_raylet(port: int):
+    """The raylet (a `psutil.Process`) of the Ray node whose proxy listens on `port` on this
+    machine (HAProxy or Serve's proxy: both its descendants), or None."""
+    import psutil
+
+    for conn in psutil.net_connections("tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            listener = psutil.Process(conn.pid)
+            return next((p for p in (listener, *listener.parents()) if p.name() == "raylet"), None)
+    return None
+
+
+def replica_memory(raylet, app: str = "mediamatch") -> dict[str, int]:
+    """Resident bytes of each Serve replica of `app` under `raylet` (other Ray instances on the
+    machine run replicas of the same names), found by the process title Ray gives its workers
+    (`ray::ServeReplica:<app>:<deployment>`, and `.<method>` after it while it runs one), by
+    `<deployment>#<pid>`: a replica replaced meanwhile is a new key."""
+    import psutil
+
+    prefix, out = f"ray::ServeReplica:{app}:", {}
+    for process in raylet.children():
+        try:
+            title, rss = process.cmdline()[0], process.memory_info().rss
+        except (psutil.Error, IndexError):  # gone meanwhile
+            continue
+        if title.startswith(prefix):
+            out[f"{title.removeprefix(prefix).split('.')[0]}#{process.pid}"] = rss
+    return out
+
+
+def pooled(steps: list[StepResult]) -> dict[str, Any]:
+    """Requests, errors and latency percentiles of several steps taken together."""
+    every = [x for step in steps for values in step.latencies.values() for x in values]
+    return {"sent": sum(s.sent for s in steps), "ok": len(every), "errors": sum(sum(s.errors.values()) for s in steps), **percentiles(every)}
+
+
+def soak_report(rate: float, period_seconds: float, steps: list[StepResult], samples: list[dict[str, int]], window: int = 5) -> dict[str, Any]:
+    """The soak's verdict: no error; p99 flat (the last `window` periods' p99 at most 20% over
+    the first's; with fewer than 3 windows' worth, a third of the run each); every replica's
+    memory at most 10% over what it was after the first window (the warm-up), none replaced
+    (a replica gone while its deployment started another; one scaled down is only reported)."""
+    window = max(1, min(window, len(steps) // 3))
+    first, last, total = pooled(steps[:window]), pooled(steps[-window:]), pooled(steps)
+    errors: dict[str, int] = {}
+    for step in steps:
+        for reason, count in step.errors.items():
+            errors[reason] = errors.get(reason, 0) + count
+    warm, end = samples[window - 1], samples[-1]
+    growth = {name: round(end[name] / rss - 1, 4) for name, rss in warm.items() if name in end}
+    gone, new = sorted(set(warm) - set(end)), sorted(set(end) - set(warm))
+    # a replica gone while its deployment started another was replaced (it died); one gone alone was scaled down
+    replaced = [name for name in gone if any(n.split("#")[0] == name.split("#")[0] for n in new)]
+    p99_ratio = round(last["p99_ms"] / first["p99_ms"], 3) if first["p99_ms"] and last["p99_ms"] else None
+    checks = {
+        "no errors": total["errors"] == 0 and total["ok"] > 0,
+        f"p99 flat (last/first <= {1 + SOAK_P99_GROWTH:g})": p99_ratio is not None and p99_ratio <= 1 + SOAK_P99_GROWTH,
+        f"replica memory (growth <= {SOAK_RSS_GROWTH:.0%}, none replaced)": bool(growth) and not replaced and max(growth.values()) <= SOAK_RSS_GROWTH,
+    }
+    return {
+        "rate_qps": rate,
+        "period_seconds": period_seconds,
+        "window_periods": window,
+        "total": total,
+        "errors": errors,
+        "first_window": first,
+        "last_window": last,
+        "p99_ratio": p99_ratio,
+        "rss_after_warmup": warm,
+        "rss_end": end,
+        "rss_growth": growth,
+        "replaced": replaced,
+        "scaled_down": [name for name in gone if name not in replaced],
+        "started": new,  # by autoscaling or to replace one: not compared
+        "periods": [{**s.summary(), "rss_bytes": sum(m.values())} for s, m in zip(steps, samples)],
+        "checks": checks,
+        "passed": all(checks.values()),
+    }
 
 
 def saturation(steps: list[dict], p99_ms: float | None = None) -> float | None:

@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     ray_address: str | None = None
+    metrics_export_port: int | None = Field(
+        None, ge=1, le=65535, description="Prometheus port of the local Ray node `mediamatch serve` starts (every replica's figures); None: a free one, printed"
+    )
     thresholds: dict[str, float] = Field(default_factory=dict, description="per signal type match threshold")
     image_model: str = Field(
         "promoted",

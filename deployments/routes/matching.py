@@ -78,7 +78,7 @@ async def match_parts(ingress, who: Principal, parts, banks: list[str] | None, r
         versions.update(part_versions)
     matches.sort(key=lambda m: (-m.score, m.distance))
     for m in matches:
-        metrics.MATCHES.labels(m.signal_type).inc()
+        metrics.MATCHES.labels(m.signal_type, m.bank).inc()
     verdict = {"matched": bool(matches), "parts": sorted({m.part for m in matches if m.part})} if is_post else None
     content_type = "post" if is_post else parts[0][2]
     return MatchResult(content_type=content_type, signals=signals, matches=matches, index_versions=versions,

@@ -43,8 +43,11 @@ async def readyz(ingress: IngressDep) -> dict:
 
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics_endpoint(ingress: IngressDep) -> Response:
+    slots = [(slot, handle) for handles in ingress.searchers.values() for slot, handle in enumerate(handles)]
     try:
-        metrics.set_index_gauges(await asyncio.wait_for(ingress.searcher_statuses(), timeout=5))
+        replies = await asyncio.wait_for(asyncio.gather(*(handle.status.remote() for _, handle in slots)), timeout=5)
+        for (slot, _), statuses in zip(slots, replies):
+            metrics.show_index(slot, statuses)
     except Exception as exc:  # the request metrics are still worth serving
         log.warning("index gauges not updated: %s", exc)
     body, content_type = metrics.exposition()
