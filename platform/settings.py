@@ -89,12 +89,12 @@ class ServeSettings(BaseModel):
     verifier: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.5))
     signal_types: list[str] | None = Field(None, description="signal types served; None: every known one")
     data_plane: DataPlane = Field(
-        "haproxy",
+        "haproxy+throughput",
         description="how requests reach the ingress and travel between replicas (see DATA_PLANES); "
         "`mediamatch serve` sets it when it starts Ray, a cluster's nodes take it from their environment",
     )
     layout: Literal["compact", "co_located", "per_signal_type"] = Field(
-        "compact",
+        "co_located",
         description="compact: one Embedder for every model signal and one Searcher per slot for every signal type "
         "(fewest replicas; one search call per query); co_located: as compact, but the ingress itself searches "
         "the signal types that need no model (no hop for a hash lookup; every ingress replica holds those indexes whole); "

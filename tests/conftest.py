@@ -343,7 +343,7 @@ def service(ray_session, tmp_path_factory):
         tokens=tokens,
         limits={"max_upload_bytes": 2_000_000, "max_image_pixels": 4_000_000, "max_text_chars": 20_000},
         serve={"poll_seconds": 0.2, **{name: replica for name in ("ingress", "hasher", "embedder", "searcher")},
-               "layout": os.environ.get("MEDIAMATCH_TEST_LAYOUT", "compact")},  # e.g. co_located: the service tests under it
+               "layout": os.environ.get("MEDIAMATCH_TEST_LAYOUT", "co_located")},  # e.g. compact: the service tests under it
         index={"flat_max": 1000, "recall_queries": 50},
         loadtest_report=str(Path(__file__).resolve().parents[1] / "docs" / "loadtest"),  # the committed report, for the console
     )
