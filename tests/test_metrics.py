@@ -62,6 +62,9 @@ def test_every_replicas_figures_reach_rays_metrics_export_port(service):
     matched = service.ok("POST", "/v1/match", json={"signals": {"pdq": "3c" * 32}, "banks": ["metered-bank"]})
     assert matched["matches"]
     (node,) = [n for n in ray.nodes() if n["Alive"]]
+    from mediamatch.deployments.app import in_ingress
+
+    searching = "Ingress" if "pdq" in in_ingress(service.settings) else "Searcher-0"  # the layout's choice
 
     def found(series) -> dict[str, bool]:
         def has(name: str, **tags) -> bool:
@@ -72,8 +75,8 @@ def test_every_replicas_figures_reach_rays_metrics_export_port(service):
             "latency": has("ray_mediamatch_request_seconds_bucket", endpoint="/v1/match", deployment="Ingress"),
             "matches": has("ray_mediamatch_matches_total", signal_type="pdq", bank="metered-bank", deployment="Ingress"),
             "live delta": any(n == "ray_mediamatch_live_delta_entries" and labels.get("signal_type") == "pdq" and labels.get("slot") == "0"
-                              and labels.get("deployment") == "Searcher-0" and value >= 1 for n, labels, value in series),
-            "index version": has("ray_mediamatch_index_version", signal_type="pdq", slot="0", deployment="Searcher-0"),
+                              and labels.get("deployment") == searching and value >= 1 for n, labels, value in series),
+            "index version": has("ray_mediamatch_index_version", signal_type="pdq", slot="0", deployment=searching),
         }
 
     deadline = time.time() + 60  # Ray's metrics agent exports what replicas recorded every few seconds

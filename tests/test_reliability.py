@@ -54,7 +54,7 @@ def test_killed_replicas_recover_and_retried_requests_succeed(service, photo_cor
     try:
         time.sleep(2)
         recovery = {}
-        for deployment in ("Searcher-0", "Embedder"):  # the compact layout: every signal type's searcher, every model
+        for deployment in ("Searcher-0", "Embedder"):  # the searcher deployment (compact: every type; co_located: the model types), every model
             (name,) = replica_actors(deployment)
             ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
             recovery[deployment] = round(wait_healthy(deployment, name), 1)
@@ -137,7 +137,8 @@ def test_object_store_outage(service, s3_endpoint):
     settings = Settings(
         storage="s3://outage/mm",
         s3_endpoint=f"http://127.0.0.1:{link.port}",
-        serve={"signal_types": ["pdq", "md5"], "poll_seconds": 0.5, "ingress": one, "hasher": one, "searcher": one},
+        serve={"signal_types": ["pdq", "md5"], "poll_seconds": 0.5, "ingress": one, "hasher": one, "searcher": one,
+               "layout": "compact"},  # a Searcher replica to restart during the outage
     )
     serve.run(build_app(settings), name="outage", route_prefix="/outage")  # beside the session's application
     try:
