@@ -1,10 +1,9 @@
 """The match graph: Ingress -> signal deployments and every searcher slot (and the one RateLimits
 replica the ingress replicas lease tokens from), built from settings.
 
-The layout (`serve.layout`) decides how signal types share deployments: `compact` (the
-embedded default) runs one Embedder for every model and one Searcher per slot for every
-signal type; `co_located` is compact with the searching of the types that need no model
-inside the ingress (a hash lookup makes no hop; that stage scales with the ingress; hashing
+The layout (`serve.layout`) decides how signal types share deployments: `compact` runs one
+Embedder for every model and one Searcher per slot for every signal type; `co_located` (the
+default) is compact with the searching of the types that need no model inside the ingress (a hash lookup makes no hop; that stage scales with the ingress; hashing
 stays in the Hasher, whose CPU work would contend with the ingress's event loop for the GIL);
 `per_signal_type` gives each its own, to scale each stage separately.
 
