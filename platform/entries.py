@@ -88,7 +88,8 @@ def id_bytes(ids: pa.ChunkedArray) -> np.ndarray:
 def entry_of(row: dict[str, Any], bank: str) -> dict[str, Any]:
     """A segment's row (`to_pylist()`) as an entry dict."""
     row["bank"] = bank
-    row["signals"] = json.loads(row["signals"])
+    if "signals" in row:
+        row["signals"] = json.loads(row["signals"])
     row["metadata"] = json.loads(row["metadata"]) if row["metadata"] else {}
     row["labels"] = row["labels"] or []
     return row
@@ -168,14 +169,17 @@ class BankEntries:
             raise KeyError(entry_id)
         return entry
 
-    def get(self, entry_id: str, default: Any = None) -> dict[str, Any] | None:
+    def get(self, entry_id: str, default: Any = None, signals: bool = True) -> dict[str, Any] | None:
+        """The entry, or `default`; `signals=False`: a stored entry comes without its signals (a
+        match answer needs its labels and metadata, not its keypoints' 14 KB of JSON decoded)."""
         if entry_id in self.overlay:
             entry = self.overlay[entry_id]
             return default if entry is None else entry
         for segment in reversed(self.segments):
             row = segment.row_of(entry_id)
             if row is not None:
-                return entry_of(segment.table.slice(row, 1).to_pylist()[0], self.bank)
+                found = segment.table.slice(row, 1)
+                return entry_of((found if signals else found.drop_columns(["signals"])).to_pylist()[0], self.bank)
         return default
 
     # -- changes (the catalog's, under its lock) ---------------------------------------------------

@@ -176,9 +176,12 @@ async def timed_search(handle, searches: list[dict]) -> list[dict]:
 def to_matches(ingress, signal_type: SignalType, hits, part: str | None) -> list[Match]:
     catalog, out = ingress.catalog, []
     for entry_id, bank, distance, transform in hits:
-        entry = catalog.entries.get(bank, {}).get(entry_id)
         threshold = ingress.threshold(signal_type, bank)
-        if entry is None or distance > threshold:  # deleted since the searcher looked, or a stricter bank
+        if distance > threshold:  # a verification candidate, or a stricter bank
+            continue
+        entries = catalog.entries.get(bank)
+        entry = entries.get(entry_id, signals=False) if entries is not None else None
+        if entry is None:  # deleted since the searcher looked
             continue
         out.append(Match(bank=bank, entry_id=entry_id, signal_type=signal_type.name, distance=distance,
                          score=round(signal_type.score(distance), 6), threshold=threshold,
