@@ -78,6 +78,10 @@ class VerifySettings(BaseModel):
     )
     cache_entries: int = Field(20_000, ge=0, description="parsed banked keypoints kept in memory per replica (about 12 KB each)")
 
+    def candidate_radius(self, signal_type: str, threshold: float) -> float:
+        """How far a hit of `signal_type` may be and still be verified: its `radius`, where wider than its threshold."""
+        return max(threshold, self.radius.get(signal_type, threshold))
+
 
 class ServeSettings(BaseModel):
     ingress: DeploymentSettings = Field(

@@ -151,7 +151,7 @@ async def search(ingress, values: dict[str, Any], banks: list[str] | None, seq: 
             signal_type = get_signal_type(name)
             radius = max([ingress.threshold(signal_type, b) for b in scope], default=ingress.threshold(signal_type))
             if candidates:
-                radius = max(radius, ingress.settings.verify.radius.get(name, radius))
+                radius = ingress.settings.verify.candidate_radius(name, radius)
             searches.append({"signal_type": name, "values": [values[name]], "k": k, "radius": radius, "banks": banks, "min_seq": seq})
         if searches:
             calls.append((searches, handles))

@@ -165,7 +165,7 @@ class LocalMatcher:
 
     def candidate_radius(self, signal_type: str) -> float:
         """How far a searched signal's hit may be and still be verified (the route's search radius)."""
-        return max(self.threshold(signal_type), self.verify.radius.get(signal_type, self.threshold(signal_type)))
+        return self.verify.candidate_radius(signal_type, self.threshold(signal_type))
 
     @property
     def evidence_radius(self) -> dict[str, float]:
