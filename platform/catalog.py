@@ -291,7 +291,7 @@ class Catalog:
             folder = f"{SNAPSHOT_PREFIX}/{seq:012d}"
             if self.store.exists(f"{folder}/banks.json"):
                 return seq
-            tables = [e.table().add_column(1, "bank", pa.array([name] * len(e), pa.string())) for name, e in self.entries.items()]
+            tables = [e.table().add_column(1, "bank", pa.repeat(pa.scalar(name, pa.string()), len(e))) for name, e in self.entries.items()]
             table = pa.concat_tables(tables) if tables else ENTRY_SCHEMA.empty_table()
             self.store.put(f"{folder}/entries.parquet", _parquet(table))
             self.store.put_json_if_absent(f"{folder}/banks.json", {"seq": seq, "banks": list(self.banks.values())})
