@@ -117,15 +117,18 @@ def test_photo_evaluation_in_process(photos):
     assert summary["counts"]["true_pairs"] == 18
 
 
-def test_photo_material_leaves_out_copies_under_the_suites_flips_and_turns(tmp_path, photos):
+def test_photo_material_leaves_out_copies_under_the_suites_flips_turns_and_partial_changes(tmp_path, photos):
     originals = photos[:3]
     for i, im in enumerate(originals):
         im.save(tmp_path / f"{i}.png")
     originals[0].transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(tmp_path / "mirror.png")  # as a 'b' is a flipped 'd'
     originals[1].transpose(Image.Transpose.ROTATE_90).save(tmp_path / "turned.png")
     originals[2].save(tmp_path / "same.jpg", quality=90)  # other bytes, the same picture
+    changed = originals[0].copy()
+    changed.paste((255, 0, 0), (0, 0, changed.width // 3, changed.height // 3))  # a part of it painted over
+    changed.save(tmp_path / "changed.png")
     kept = {name for name, _ in photo.load_images(str(tmp_path))}
-    for picture in ({"0.png", "mirror.png"}, {"1.png", "turned.png"}, {"2.png", "same.jpg"}):
+    for picture in ({"0.png", "mirror.png", "changed.png"}, {"1.png", "turned.png"}, {"2.png", "same.jpg"}):
         assert len(kept & picture) == 1, (picture, kept)
     assert len(kept) == 3
 

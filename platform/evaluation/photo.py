@@ -12,6 +12,7 @@ from typing import Iterable, Iterator, Sequence
 
 from PIL import Image
 
+from .. import verify
 from ..errors import InvalidInput, MediamatchError
 from ..media import open_image
 from ..models.edits import EVAL_EDITS, PDQ_FRIENDLY
@@ -63,12 +64,14 @@ def load_images(source: str, limit: int | None = None, seed: int = 0) -> list[tu
 
 def distinct(items: Iterable[tuple[str, bytes]], limit: int | None = None) -> list[tuple[str, Image.Image]]:
     """The (name, image) of each decodable item of at least MIN_SIDE pixels a side, in order. A
-    copy of an earlier image (the same bytes, or a PDQ hash within SAME_PICTURE bits of it or of
-    its mirror images and quarter turns, which the suite's flip and rotate edits make: a 'b' drawn
-    flipped is a 'd') is skipped: a distractor must not be a copy of an original."""
+    copy of an earlier image is skipped, so that a distractor is never a copy of an original:
+    the same bytes; a PDQ hash within SAME_PICTURE bits of it or of its mirror images and quarter
+    turns, which the suite's flip and rotate edits make (a 'b' drawn flipped is a 'd'); or the
+    same drawing with a part changed (a dreidel with another letter, a recoloured stamp), which
+    its keypoints fit as the service's `keypoints` threshold counts a copy (`same_drawing`)."""
     from ..storage import sha256_hex
 
-    images, seen, hashes = [], set(), []
+    images, seen, hashes, features = [], set(), [], []
     for name, data in items:
         if limit is not None and len(images) >= limit:
             break
@@ -80,13 +83,24 @@ def distinct(items: Iterable[tuple[str, bytes]], limit: int | None = None) -> li
         if min(image.size) < MIN_SIDE or digest in seen:
             continue
         variants = picture_hashes(image)
-        if closest(variants, hashes) <= SAME_PICTURE:
+        if closest(variants, hashes) <= SAME_PICTURE or same_drawing(image, features):
             continue
         seen.add(digest)
         if variants[0] is not None:
             hashes.append(variants[0])
+        features.append(verify.extract(image))
         images.append((name, image))
     return images
+
+
+def same_drawing(image: Image.Image, kept: Sequence) -> bool:
+    """Whether the image's keypoints (or its mirror image's) fit one of `kept` with as many
+    inliers as a `keypoints` match needs: about 1 ms a kept image."""
+    from ..signals.keypoints import inliers_of
+
+    least = inliers_of(get_signal_type("keypoints").default_threshold)
+    query = verify.query_features(image)
+    return any(verify.verify(query, other).inliers >= least for other in kept)
 
 
 def picture_hashes(image: Image.Image) -> list[str | None]:
