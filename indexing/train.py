@@ -19,6 +19,7 @@ Steps, each in the progress callback:
 from __future__ import annotations
 
 import io
+import random
 import secrets
 import tempfile
 from pathlib import Path
@@ -136,16 +137,20 @@ def train_model(
                                lambda f, m: report(0.8 + 0.2 * f, m))
 
 
-def calibrate_model(settings: Settings, version: str, holdout: str, eval_originals: int = 200, eval_distractors: int = 200,
+def calibrate_model(settings: Settings, version: str, holdout: str | list[str], eval_originals: int = 200, eval_distractors: int = 200,
                     seed: int = 0, progress: Progress | None = None) -> ModelRecord:
-    """Evaluate a model (a version, "promoted" or "default") on another held-out set and record it
-    again with the thresholds that set calls for (the same weights: a threshold depends on what
-    the banks hold)."""
+    """Evaluate a model (a version, "promoted" or "default") on another held-out set (one or more
+    folders or prefixes, pooled and shuffled as the eval pools its sources) and record it again
+    with the thresholds and the fusion that set calls for (the same weights: a threshold depends
+    on what the banks hold)."""
+    sources = [holdout] if isinstance(holdout, str) else list(holdout)
     descriptor = resolve_model(version, ObjectStore.from_settings(settings))
-    originals, distractors = split([im for _, im in load_images(holdout, eval_originals + eval_distractors, seed=seed)],
-                                   eval_originals, eval_distractors)
-    return evaluate_and_record(settings, descriptor, holdout, originals, distractors, seed,
-                               f"{version} ({descriptor.config.trained_on}) calibrated again on {holdout}.", progress)
+    images = [im for source in sources for _, im in load_images(source, seed=seed)]
+    random.Random(seed).shuffle(images)
+    originals, distractors = split(images, eval_originals, eval_distractors)
+    named = ", ".join(sources)
+    return evaluate_and_record(settings, descriptor, named, originals, distractors, seed,
+                               f"{version} ({descriptor.config.trained_on}) calibrated again on {named}.", progress)
 
 
 def evaluate_and_record(settings: Settings, descriptor: ImageDescriptor, holdout: str, originals: list, distractors: list,

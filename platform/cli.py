@@ -446,19 +446,20 @@ def model_train(obj: Context, sources: tuple[str, ...], holdout: str, epochs: in
 
 @model.command("calibrate")
 @click.argument("version")
-@click.option("--holdout", required=True, help="folder or prefix of held-out images (never trained on)")
+@click.option("--holdout", required=True, multiple=True, help="folder or prefix of held-out images (never trained on, never "
+              "evaluated on); repeatable: the images are pooled")
 @click.option("--eval-originals", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--eval-distractors", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.pass_obj
-def model_calibrate(obj: Context, version: str, holdout: str, eval_originals: int, eval_distractors: int, seed: int) -> None:
+def model_calibrate(obj: Context, version: str, holdout: tuple[str, ...], eval_originals: int, eval_distractors: int, seed: int) -> None:
     """Evaluate VERSION (a recorded version, promoted or default) on --holdout and record it again
     (same weights) with the thresholds it calls for there: a photo's at precision 0.99, a video
     frame's at 0.8."""
     from mediamatch.indexing.train import calibrate_model
 
     with progress_bar("model calibrate") as progress:
-        record = calibrate_model(obj.settings, version, holdout, eval_originals, eval_distractors, seed, progress)
+        record = calibrate_model(obj.settings, version, list(holdout), eval_originals, eval_distractors, seed, progress)
     _echo_model(record, promoted=False)
 
 
