@@ -368,9 +368,9 @@ def _shard_task(
     _set_faiss_threads(threads)
     table = pa.concat_tables(ray.get(blocks)) if blocks else signal_table(signal_type, [], [])
     table, values = explode(signal_type, table)
-    shard = Shard.build(params, table.column("entry_id").to_pylist(), values, trained, **row_flags(table))
+    shard = Shard.build(params, table.column("entry_id"), values, trained, **row_flags(table))
     file = write_shard(store, prefix, number, shard, table).model_copy(update={"node": ray.get_runtime_context().get_node_id()})
-    if params.type == "binary_multihash" and len(values):
+    if params.type == "binary_postings" and len(values):
         rng = np.random.default_rng([settings.seed, number])
         queries = perturb_queries(signal_type, values[rng.choice(len(values), min(own_queries, len(values)), replace=False)], rng)
     return {"file": file, **evaluate_shard(signal_type, shard, values, queries, settings.target_recall)}
@@ -391,7 +391,7 @@ def write_shard(store: ObjectStore, prefix: str, number: int, shard: Shard, tabl
     blobs = {ids_key: _parquet_bytes(columns)}
     index_key = None
     if shard.index is not None:
-        index_key = f"{prefix}/shard-{number:04d}.faiss"
+        index_key = f"{prefix}/shard-{number:04d}.{'codes' if shard.params.type == 'binary_postings' else 'faiss'}"
         blobs[index_key] = serialize(shard.index)
     for key, blob in blobs.items():
         store.put(key, blob)
@@ -424,11 +424,13 @@ def evaluate_shard(signal_type: SignalType, shard: Shard, values: np.ndarray, qu
     recall is then measured by the driver). Multi-hash: at its one setting.
     """
     params = shard.params
-    if params.type not in ("ivfpq", "binary_multihash") or len(queries) == 0 or len(shard) == 0:
+    if params.type not in ("ivfpq", "binary_postings") or len(queries) == 0 or len(shard) == 0:
         return {"approx": {}, "exact": []}
-    if params.type == "binary_multihash":
+    if params.type == "binary_postings":
         radius, k = signal_type.index_radius, 1000
-        exact = _exact_view(shard, "binary_flat", shard.index.storage)
+        flat = faiss_module().IndexBinaryFlat(params.dim)
+        flat.add(shard.index.codes)  # a copy: exact search that shares nothing with the postings
+        exact = _exact_view(shard, "binary_flat", flat)
         return {"approx": {0: shard.search(queries, k, radius)}, "exact": exact.search(queries, k, radius)}
     exact = _exact_view(shard, "flat", faiss_module().downcast_index(shard.index.refine_index)).search(queries, RECALL_K, 2.0)
     approx = {}
@@ -443,8 +445,8 @@ def evaluate_shard(signal_type: SignalType, shard: Shard, values: np.ndarray, qu
 
 
 def _exact_view(shard: Shard, kind: str, flat_index) -> Shard:
-    """Exact search over the vectors the shard's index already stores (the multi-hash index's
-    flat storage, the re-rank's flat index): the same answers as a new flat index, without a copy."""
+    """Exact search over a flat index of the shard's vectors (the re-rank's own, without a copy;
+    a copy of the binary codes), with the shard's entry ids."""
     return Shard(shard.params.model_copy(update={"type": kind}), shard.entry_ids, index=flat_index)
 
 
@@ -462,7 +464,7 @@ def measure_recall(params: IndexParams, results: list[dict], target: float) -> t
     results = [r for r in results if r["approx"]]  # shards with nothing in them answer nothing
     if not results:
         return 1.0, params.nprobe, "empty index"
-    if params.type == "binary_multihash":  # each shard's own queries, on that shard
+    if params.type == "binary_postings":  # each shard's own queries, on that shard
         exact = [hits for r in results for hits in r["exact"]]
         approx = [hits for r in results for hits in r["approx"][0]]
         method = f"all within distance {params.exact_radius} vs exact search, {len(exact)} held-out queries drawn per shard"

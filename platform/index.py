@@ -3,13 +3,15 @@
 Three kinds, chosen from the signal type and the number of vectors:
 - float vectors (cosine): exact `IndexFlatIP` below `flat_max`, else IVF-PQ with an exact
   re-rank of its candidates (`IndexRefineFlat`), nprobe tuned on held-out queries;
-- binary hashes (Hamming): exact `IndexBinaryFlat` below `flat_max`, else a multi-hash
-  index whose chunking makes every hash within the match radius a guaranteed candidate
-  (pigeonhole), so range search stays exact at that radius;
+- binary hashes (Hamming): exact `IndexBinaryFlat` below `flat_max`, else multi-index hashing
+  over sorted postings in numpy (`BinaryPostings`), whose chunking makes every hash within the
+  match radius a guaranteed candidate (pigeonhole), so range search stays exact at that radius;
 - exact digests (MD5, normalised text): a hash table;
 - integer keys (audio landmarks, many per entry): sorted postings searched with numpy;
 - stored values (a photo's keypoints, for the verifier): each entry's value, looked up by entry id.
 The same code serves the reindex job (build) and the shard searchers (load and search).
+A shard holds its per-row columns compactly: entry ids as fixed-width bytes, banks as small
+integer codes into a list of names (no Python object per row).
 """
 
 from __future__ import annotations
@@ -19,12 +21,18 @@ from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from .settings import IndexSettings
 from .signals import SignalType
 
-IndexType = Literal["exact", "postings", "stored", "flat", "ivfpq", "binary_flat", "binary_multihash"]
+# binary_multihash: faiss's IndexBinaryMultiHash, what versions built before binary_postings hold (still loaded)
+IndexType = Literal["exact", "postings", "stored", "flat", "ivfpq", "binary_flat", "binary_postings", "binary_multihash"]
+
+CHUNK_BITS = 16  # binary_postings: a chunk's value indexes its postings directly (65,536 lists)
+SCAN_BLOCK = 1 << 20  # candidates a range search checks at once: bounds its scratch memory (~100 MB)
 
 
 def faiss_module():
@@ -44,9 +52,9 @@ class IndexParams(BaseModel):
     nprobe: int | None = None
     refine_k_factor: float | None = None
     train_size: int | None = None
-    nhash: int | None = None
+    nhash: int | None = None  # binary_postings: chunks of CHUNK_BITS bits
     nflip: int | None = None
-    exact_radius: int | None = None  # multi-hash: range search is exact up to this distance
+    exact_radius: int | None = None  # binary_postings: range search is exact up to this distance
 
     @property
     def needs_training(self) -> bool:
@@ -61,11 +69,11 @@ def choose_params(signal_type: SignalType, count: int, settings: IndexSettings) 
     if kind == "binary":
         if count < settings.flat_max:
             return IndexParams(type="binary_flat", dim=dim)
-        # nhash chunks of dim/nhash bits; flipping up to nflip bits per chunk finds every hash
+        # nhash chunks of CHUNK_BITS bits; flipping up to nflip bits per chunk finds every hash
         # within (nflip + 1) * nhash - 1 bits: a closer hash must match some chunk that closely.
-        nhash = 16
+        nhash = dim // CHUNK_BITS
         nflip = max(0, math.ceil((signal_type.index_radius + 1) / nhash) - 1)
-        return IndexParams(type="binary_multihash", dim=dim, nhash=nhash, nflip=nflip, exact_radius=(nflip + 1) * nhash - 1)
+        return IndexParams(type="binary_postings", dim=dim, nhash=nhash, nflip=nflip, exact_radius=(nflip + 1) * nhash - 1)
     if count < settings.flat_max:
         return IndexParams(type="flat", dim=dim)
     nlist = 2 ** round(math.log2(4 * math.sqrt(count)))
@@ -84,6 +92,8 @@ def choose_params(signal_type: SignalType, count: int, settings: IndexSettings) 
 
 
 def empty_index(params: IndexParams):
+    if params.type == "binary_postings":
+        return BinaryPostings(params.dim, params.nflip)
     faiss = faiss_module()
     if params.type == "flat":
         return faiss.IndexFlatIP(params.dim)
@@ -123,6 +133,8 @@ def train_index(params: IndexParams, sample: np.ndarray, use_gpu: bool | None = 
 
 
 def serialize(index) -> bytes:
+    if isinstance(index, BinaryPostings):  # its codes: the postings are sorted again on loading
+        return index.codes.tobytes()
     faiss = faiss_module()
     if isinstance(index, faiss.IndexBinary):
         return faiss.serialize_index_binary(index).tobytes()
@@ -130,8 +142,10 @@ def serialize(index) -> bytes:
 
 
 def deserialize(params: IndexParams, data: bytes):
-    faiss = faiss_module()
     array = np.frombuffer(data, dtype=np.uint8)
+    if params.type == "binary_postings":
+        return BinaryPostings(params.dim, params.nflip, array)
+    faiss = faiss_module()
     if params.type.startswith("binary"):
         return faiss.deserialize_index_binary(array)
     index = faiss.deserialize_index(array)
@@ -156,46 +170,158 @@ def add_vectors(index, vectors: np.ndarray, use_gpu: bool | None = None):
     return index
 
 
+class BinaryPostings:
+    """Multi-index hashing for Hamming range search, exact within `(nflip + 1) * nhash - 1` bits.
+
+    Each hash is cut into chunks of CHUNK_BITS bits; a hash that close to a query agrees with it
+    to within `nflip` bits in some chunk (pigeonhole), so probing each chunk's value and its
+    flips finds it. Per chunk, the rows sorted by their chunk value (int32) and where each value's
+    rows start; the codes kept once; every candidate's distance counted exactly. Rows added after
+    the sort are scanned until there are enough of them to sort again. The interface is faiss's
+    (`add`, `range_search`), which the shard uses for its other binary index."""
+
+    def __init__(self, dim: int, nflip: int, codes: np.ndarray | None = None):
+        if dim % 64:
+            raise ValueError(f"binary_postings takes hashes of a multiple of 64 bits, not {dim}")
+        self.dim, self.nflip = dim, nflip
+        self.codes = np.ascontiguousarray(np.zeros(0, np.uint8) if codes is None else codes, dtype=np.uint8).reshape(-1, dim // 8)
+        masks = np.arange(1 << CHUNK_BITS, dtype=np.uint32)
+        self.flips = masks[np.bitwise_count(masks) <= nflip].astype(np.uint16)  # 0 first, then 1-bit flips, ...
+        self._sort()
+
+    def _sort(self) -> None:
+        chunks = self.codes.view(np.uint16)  # (n, nhash) chunk values
+        n, nhash = chunks.shape
+        self.sorted = n
+        self.rows = np.empty((nhash, n), dtype=np.int32)  # per chunk, the rows in order of their value
+        self.starts = np.zeros((nhash, (1 << CHUNK_BITS) + 1), dtype=np.int64)  # into rows.ravel()
+        for c in range(nhash):
+            self.rows[c] = np.argsort(chunks[:, c], kind="stable")
+            np.cumsum(np.bincount(chunks[:, c], minlength=1 << CHUNK_BITS), out=self.starts[c, 1:])
+            self.starts[c] += c * n
+
+    @property
+    def ntotal(self) -> int:
+        return len(self.codes)
+
+    def add(self, codes: np.ndarray) -> None:
+        self.codes = np.concatenate([self.codes, np.asarray(codes, dtype=np.uint8).reshape(-1, self.dim // 8)])
+        if self.ntotal - self.sorted > max(4096, self.sorted // 16):
+            self._sort()
+
+    def range_search(self, queries: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As faiss's: every row at distance < radius of each query, as (lims, distances, rows),
+        query i's hits at lims[i]:lims[i + 1] (in no particular order)."""
+        queries = np.ascontiguousarray(queries, dtype=np.uint8).reshape(-1, self.dim // 8)
+        probes = (queries.view(np.uint16)[:, :, None] ^ self.flips).astype(np.intp)  # (query, chunk, flip)
+        chunk = np.arange(probes.shape[1])[:, None]
+        lo = self.starts[chunk, probes].reshape(len(queries), -1)
+        hi = self.starts[chunk, probes + 1].reshape(len(queries), -1)
+        unsorted = np.arange(self.sorted, self.ntotal)
+        before = np.concatenate([[0], np.cumsum((hi - lo).sum(1) + len(unsorted))])  # candidates of the queries before each
+        found, start = [], 0
+        while start < len(queries):  # blocks of at most SCAN_BLOCK candidates (or one query)
+            end = max(start + 1, int(np.searchsorted(before, before[start] + SCAN_BLOCK, "right")) - 1)
+            found.append(self._scan(queries, start, end, lo[start:end], hi[start:end], unsorted, radius))
+            start = end
+        query, distance, rows = (np.concatenate(column) for column in zip(*found)) if found else (np.zeros(0, np.int64),) * 3
+        return np.searchsorted(query, np.arange(len(queries) + 1)), distance.astype(np.int32), rows
+
+    def _scan(self, queries, start: int, end: int, lo, hi, unsorted, radius: int):
+        """(query, distance, row) of the distinct candidates within radius of queries start:end."""
+        which, positions = gather_ranges(lo.ravel(), hi.ravel())
+        query = np.concatenate([which // lo.shape[1], np.repeat(np.arange(end - start), len(unsorted))]) + start
+        rows = np.concatenate([self.rows.ravel()[positions], np.tile(unsorted, end - start)])
+        distance = np.bitwise_count(self.codes.view(np.uint64)[rows] ^ queries.view(np.uint64)[query]).sum(1, dtype=np.int32)
+        near = distance < radius
+        pairs, first = np.unique(query[near] * self.ntotal + rows[near], return_index=True)  # a row found in several chunks once
+        return pairs // self.ntotal, distance[near][first], pairs % self.ntotal
+
+
+def gather_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every position lo[i] <= p < hi[i], range after range, and the range each came from."""
+    counts = hi - lo
+    which = np.repeat(np.arange(len(lo)), counts)
+    return which, np.arange(counts.sum()) + np.repeat(lo - np.cumsum(counts) + counts, counts)
+
+
 @dataclass
 class Shard:
-    """One loaded shard: a faiss index (or a digest table) and, per row (= faiss id), the entry
-    id, its bank and whether the entry is enabled; for bag signals (many rows per entry), each
-    row's time too.
+    """One loaded shard: an index (faiss's, `BinaryPostings` or a digest table) and, per row
+    (= index id), the entry id, its bank and whether the entry is enabled; for bag signals (many
+    rows per entry), each row's time too. The per-row columns are compact: entry ids as
+    fixed-width UTF-8 bytes (`id_array`), banks as codes into `bank_names` (`bank_column`);
+    `entry_id`, `bank`, `ids_of` and `banks_of` give them back as str. `Shard.of` takes them in
+    any sequence form (list, numpy, Arrow).
 
     Rows stay in the index when an entry or a bank is disabled: the flags are filtered at search
     time, so the service can flip them as the catalog changes and re-enabling needs no rebuild.
     """
 
     params: IndexParams
-    entry_ids: np.ndarray  # object array of str
+    entry_ids: np.ndarray  # fixed-width UTF-8 bytes (numpy 'S'), one per row
     index: object = None
     table: dict[str, list[int]] | None = None  # exact kind: digest -> rows
     keys: np.ndarray | None = None  # postings kind: uint32 key per row
     values: np.ndarray | None = None  # stored kind: each row's value (object array)
     _sorted: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # (keys sorted, their rows)
-    banks: np.ndarray | None = None  # object array of bank names; None: rows have no bank
+    bank_codes: np.ndarray | None = None  # each row's bank, an index into bank_names; None: rows have no bank
+    bank_names: list[str] = field(default_factory=list)
     enabled: np.ndarray | None = None  # bool per row; None: all enabled
     bank_enabled: dict[str, bool] = field(default_factory=dict)  # a bank not named here is enabled
     times: np.ndarray | None = None  # bag signals: float32 per row
     _by_id: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # (ids sorted, their rows)
 
+    @classmethod
+    def of(cls, params: IndexParams, entry_ids, banks=None, enabled=None, times=None, **index) -> "Shard":
+        """A shard of these rows (ids, banks, flags as lists, numpy or Arrow arrays) and its index parts."""
+        codes, names = (None, []) if banks is None else bank_column(banks)
+        return cls(
+            params, id_array(entry_ids), bank_codes=codes, bank_names=names,
+            enabled=None if enabled is None else np.asarray(enabled, dtype=bool),
+            times=None if times is None else np.asarray(times, dtype=np.float32), **index,
+        )
+
+    # -- the per-row columns, as str ------------------------------------------------------------
+    def entry_id(self, row: int) -> str:
+        return self.entry_ids[row].decode()
+
+    def ids_of(self, rows: np.ndarray) -> np.ndarray:
+        return np.strings.decode(self.entry_ids[rows]).astype(object)
+
+    def bank(self, row: int) -> str:
+        return "" if self.bank_codes is None else self.bank_names[self.bank_codes[row]]
+
+    def banks_of(self, rows: np.ndarray) -> np.ndarray:
+        if self.bank_codes is None:
+            return np.full(len(rows), "", dtype=object)
+        return np.asarray(self.bank_names, dtype=object)[self.bank_codes[rows]]
+
+    def in_bank(self, name: str) -> np.ndarray:
+        """A bool mask of the rows of one bank."""
+        if self.bank_codes is None or name not in self.bank_names:
+            return np.zeros(len(self), dtype=bool)
+        return self.bank_codes == self.bank_names.index(name)
+
     def _sorted_ids(self) -> tuple[np.ndarray, np.ndarray]:
         if self._by_id is None:
-            ids = self.entry_ids.astype(str)
-            order = np.argsort(ids, kind="stable")
-            self._by_id = (ids[order], order)
+            order = np.argsort(self.entry_ids, kind="stable")
+            self._by_id = (self.entry_ids[order], order)
         return self._by_id
 
     def rows_of(self, entry_id: str) -> np.ndarray:
         """The rows of one entry (bag signals: many), found by binary search."""
         ids, order = self._sorted_ids()
-        return order[np.searchsorted(ids, entry_id, "left") : np.searchsorted(ids, entry_id, "right")]
+        key = entry_id.encode()
+        if len(key) > ids.dtype.itemsize:  # longer than every id here (numpy would cut it to that width)
+            return order[:0]
+        return order[np.searchsorted(ids, key, "left") : np.searchsorted(ids, key, "right")]
 
     def entry_rows(self) -> dict[str, int]:
         """Rows per entry (bag signals aggregate over them)."""
         ids, _ = self._sorted_ids()
         unique, counts = np.unique(ids, return_counts=True)
-        return dict(zip(unique.tolist(), counts.tolist()))
+        return dict(zip(np.strings.decode(unique).tolist(), counts.tolist()))
 
     def __len__(self) -> int:
         return len(self.entry_ids)
@@ -204,29 +330,27 @@ class Shard:
     def build(
         cls,
         params: IndexParams,
-        entry_ids: Sequence[str],
+        entry_ids,
         values: np.ndarray,
         trained: bytes | None,
-        banks: Sequence[str] | None = None,
+        banks=None,
         enabled: Sequence[bool] | None = None,
         times: Sequence[float] | None = None,
     ) -> "Shard":
-        ids = np.asarray(entry_ids, dtype=object)
-        flags = dict(
-            banks=None if banks is None else np.asarray(banks, dtype=object),
-            enabled=None if enabled is None else np.asarray(enabled, dtype=bool),
-            times=None if times is None else np.asarray(times, dtype=np.float32),
-        )
+        """A shard of these rows and their values (ids and banks as lists, numpy or Arrow arrays)."""
+        flags = dict(banks=banks, enabled=enabled, times=times)
         if params.type == "exact":
-            return cls(params, ids, table=digest_table(values), **flags)
+            return cls.of(params, entry_ids, table=digest_table(values), **flags)
         if params.type == "postings":
-            return cls(params, ids, keys=np.asarray(values, dtype=np.uint32), **flags)
+            return cls.of(params, entry_ids, keys=np.asarray(values, dtype=np.uint32), **flags)
         if params.type == "stored":
-            return cls(params, ids, values=np.asarray(values, dtype=object).reshape(len(ids)), **flags)
+            return cls.of(params, entry_ids, values=np.asarray(values, dtype=object).reshape(len(values)), **flags)
+        if params.type == "binary_postings":
+            return cls.of(params, entry_ids, index=BinaryPostings(params.dim, params.nflip, values), **flags)
         index = deserialize(params, trained) if trained else empty_index(params)
-        if len(ids):
+        if len(values):
             index = add_vectors(index, np.ascontiguousarray(values))
-        return cls(params, ids, index=index, **flags)
+        return cls.of(params, entry_ids, index=index, **flags)
 
     @classmethod
     def empty(cls, params: IndexParams) -> "Shard":
@@ -244,31 +368,26 @@ class Shard:
             self.values = np.concatenate([self.values, np.asarray(values, dtype=object).reshape(len(entry_ids))])
         else:
             self.index = add_vectors(self.index, np.ascontiguousarray(values))
-        self.entry_ids = np.concatenate([self.entry_ids, np.asarray(entry_ids, dtype=object)])
-        self.banks = np.concatenate([self.banks, np.asarray(banks, dtype=object)])
+        self.entry_ids = np.concatenate([self.entry_ids, id_array(entry_ids)])
+        codes, names = bank_column(banks)
+        self.bank_names += [name for name in names if name not in self.bank_names]
+        recoded = np.asarray([self.bank_names.index(name) for name in names], dtype=np.int64)[codes]
+        self.bank_codes = np.concatenate([self.bank_codes, recoded]).astype(code_type(len(self.bank_names)))
         self.enabled = np.concatenate([self.enabled, np.ones(len(entry_ids), dtype=bool)])
         self.times = np.concatenate([self.times, np.asarray(times if times is not None else np.zeros(len(entry_ids)), dtype=np.float32)])
         self._by_id = None
 
     def live(self, row: int, only_banks: set[str] | None = None) -> bool:
         """Whether a row may match: its entry and bank enabled (and its bank among `only_banks`)."""
-        if self.enabled is not None and not self.enabled[row]:
-            return False
-        if self.banks is None:
-            return only_banks is None
-        bank = self.banks[row]
-        return self.bank_enabled.get(bank, True) and (only_banks is None or bank in only_banks)
+        return bool(self.live_rows(np.asarray([row]), only_banks)[0])
 
     def live_rows(self, rows: np.ndarray, only_banks: set[str] | None = None) -> np.ndarray:
         """`live` of many rows at once (a bool mask)."""
         ok = np.ones(len(rows), dtype=bool) if self.enabled is None else self.enabled[rows]
-        if self.banks is None:
+        if self.bank_codes is None:
             return ok & (only_banks is None)
-        banks = self.banks[rows]
-        for bank in set(banks[ok].tolist()):
-            if not self.bank_enabled.get(bank, True) or (only_banks is not None and bank not in only_banks):
-                ok &= banks != bank
-        return ok
+        allowed = [self.bank_enabled.get(name, True) and (only_banks is None or name in only_banks) for name in self.bank_names]
+        return ok & np.asarray(allowed, dtype=bool)[self.bank_codes[rows]]
 
     def search_pairs(self, queries: np.ndarray, k: int, radius: float, only_banks: set[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every (query, row, distance) hit within `radius` as three arrays (bag signals search
@@ -279,11 +398,8 @@ class Shard:
             flat = [hit for hits in lists for hit in hits]
             return query, np.asarray([r for r, _ in flat], dtype=np.int64), np.asarray([d for _, d in flat], dtype=np.float32)
         keys, order = self._postings()
-        lo, hi = np.searchsorted(keys, queries, "left"), np.searchsorted(keys, queries, "right")
-        counts = hi - lo
-        query = np.repeat(np.arange(len(queries)), counts)
-        position = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-        rows = order[position]
+        query, positions = gather_ranges(np.searchsorted(keys, queries, "left"), np.searchsorted(keys, queries, "right"))
+        rows = order[positions]
         ok = self.live_rows(rows, only_banks)
         return query[ok], rows[ok], np.zeros(int(ok.sum()), dtype=np.float32)
 
@@ -298,14 +414,15 @@ class Shard:
 
         Distances are in the signal's unit: Hamming bits, cosine distance, or 0 for equal digests.
         """
-        return [[(self.entry_ids[r], d) for r, d in hits] for hits in self.search_rows(queries, k, radius)]
+        return [[(self.entry_id(r), d) for r, d in hits] for hits in self.search_rows(queries, k, radius)]
 
     def search_rows(self, queries: np.ndarray, k: int, radius: float, only_banks: set[str] | None = None) -> list[list[tuple[int, float]]]:
         """As `search`, with row numbers; rows that may not match (`live`) are skipped."""
         if len(self.entry_ids) == 0 or self.params.type == "stored":
             return [[] for _ in range(len(queries))]
         if self.params.type == "exact":
-            return [[(r, 0.0) for r in self.table.get(q, []) if self.live(r, only_banks)][:k] for q in queries]
+            found = [np.asarray(self.table.get(q, []), dtype=np.int64) for q in queries]
+            return [[(r, 0.0) for r in rows[self.live_rows(rows, only_banks)][:k].tolist()] for rows in found]
         if self.params.type == "postings":  # search_pairs gathers postings; grouped per query here
             query, rows, _ = self.search_pairs(queries, k, radius, only_banks)
             out: list[list[tuple[int, float]]] = [[] for _ in range(len(queries))]
@@ -315,18 +432,21 @@ class Shard:
             return out
         if self.params.type.startswith("binary"):
             lims, dist, rows = self.index.range_search(np.ascontiguousarray(queries), int(radius) + 1)
+            ok = self.live_rows(rows, only_banks)
             out = []
             for i in range(len(queries)):
-                hits = sorted(zip(dist[lims[i] : lims[i + 1]].tolist(), rows[lims[i] : lims[i + 1]].tolist()))
-                out.append([(r, float(d)) for d, r in hits if self.live(r, only_banks)][:k])
+                mine = slice(lims[i], lims[i + 1])
+                hits = sorted(zip(dist[mine][ok[mine]].tolist(), rows[mine][ok[mine]].tolist()))[:k]
+                out.append([(r, float(d)) for d, r in hits])
             return out
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         fetch = min(k, len(self.entry_ids))
         while True:  # fetch more when disabled rows took places in the top k
             sims, rows = self.index.search(queries, fetch)
+            ok = (rows >= 0) & (1.0 - sims <= radius) & self.live_rows(np.maximum(rows, 0).ravel(), only_banks).reshape(rows.shape)
             out = [
-                [(r, float(1.0 - s)) for s, r in zip(srow, rrow) if r >= 0 and 1.0 - s <= radius and self.live(r, only_banks)][:k]
-                for srow, rrow in zip(sims.tolist(), rows.tolist())
+                [(r, float(1.0 - s)) for s, r, keep in zip(srow, rrow, krow) if keep][:k]
+                for srow, rrow, krow in zip(sims.tolist(), rows.tolist(), ok.tolist())
             ]
             short = any(len(o) < k and rrow[-1] >= 0 and 1.0 - srow[-1] <= radius for o, srow, rrow in zip(out, sims.tolist(), rows.tolist()))
             if not short or fetch >= len(self.entry_ids):
@@ -334,12 +454,40 @@ class Shard:
             fetch = min(fetch * 4, len(self.entry_ids))
 
 
-def row_flags(table) -> dict[str, np.ndarray | None]:
-    """The bank, enabled and time columns of a signal or shard-ids table (pyarrow), as `Shard` takes them."""
+def row_flags(table: pa.Table) -> dict:
+    """The bank, enabled and time columns of a signal or shard-ids table, as `Shard.of` takes them."""
+    has = table.column_names
     return {
-        name: table.column(column).to_numpy(zero_copy_only=False) if column in table.column_names else None
-        for name, column in (("banks", "bank"), ("enabled", "enabled"), ("times", "time"))
+        "banks": table.column("bank") if "bank" in has else None,
+        **{name: table.column(column).to_numpy() if column in has else None for name, column in (("enabled", "enabled"), ("times", "time"))},
     }
+
+
+def id_array(ids) -> np.ndarray:
+    """Entry ids (a list, numpy or Arrow array of str) as fixed-width UTF-8 bytes (numpy 'S',
+    padded with NULs that numpy strips), converted in Arrow: no Python object per id."""
+    if isinstance(ids, np.ndarray) and ids.dtype.kind == "S":
+        return ids
+    array = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids if isinstance(ids, pa.Array) else pa.array(list(ids), pa.string())
+    raw = array.cast(pa.binary())
+    lengths = pc.binary_length(raw)
+    width = max(1, pc.max(lengths).as_py() or 0)
+    padding = pc.binary_repeat(pa.scalar(b"\0"), pc.subtract(pa.scalar(width, lengths.type), lengths))
+    fixed = pc.binary_join_element_wise(raw, padding, b"").cast(pa.binary(width))
+    return np.frombuffer(fixed.buffers()[1], dtype=f"S{width}", count=len(fixed), offset=fixed.offset * width) if len(fixed) else np.zeros(0, f"S{width}")
+
+
+def bank_column(banks) -> tuple[np.ndarray, list[str]]:
+    """A bank name per row (a list, numpy or Arrow array) as small integer codes into the list of names."""
+    array = banks.combine_chunks() if isinstance(banks, pa.ChunkedArray) else banks if isinstance(banks, pa.Array) else pa.array(list(banks), pa.string())
+    encoded = array.dictionary_encode()
+    names = encoded.dictionary.to_pylist()
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(code_type(len(names))), names
+
+
+def code_type(names: int) -> np.dtype:
+    """The smallest unsigned integer type that numbers this many names."""
+    return np.min_scalar_type(max(names - 1, 0))
 
 
 def digest_table(values: Sequence[str]) -> dict[str, list[int]]:

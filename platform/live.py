@@ -139,8 +139,8 @@ class LiveIndex:
             state.dead_banks.add(name)
             for shard in state.shards:
                 shard.bank_enabled[name] = False
-            if delta.banks is not None and len(delta):
-                delta.enabled[delta.banks == name] = False  # a bank created again under this name starts empty
+            if len(delta):
+                delta.enabled[delta.in_bank(name)] = False  # a bank created again under this name starts empty
         elif op == "add_entries":
             self._add(state, record["bank"], *batch_signal(self.store, record, self.signal_type.name))
         elif op == "update_entry" and "enabled" in record["changes"]:
@@ -242,15 +242,14 @@ class LiveIndex:
             with state.lock if shard is state.delta else nullcontext():
                 query, found, distance = shard.search_pairs(rows, k, radius, banks)
                 times = shard.times[found] if shard.times is not None else np.zeros(len(found), dtype=np.float32)
-                bank = shard.banks[found] if shard.banks is not None else np.full(len(found), "", dtype=object)
-                parts.append((query, shard.entry_ids[found], distance, (number << 40) | found, times, bank))
+                parts.append((query, shard.ids_of(found), distance, (number << 40) | found, times, shard.banks_of(found)))
         query, entry, distance, banked_row, times, bank = (np.concatenate(column) for column in zip(*parts))
         return RowHits(query, entry, distance, banked_row, times), bank
 
     @staticmethod
     def _collect(found: list[list[Hit]], shard: Shard, rows: list[list[tuple[int, float]]]) -> None:
         for hits, query_rows in zip(found, rows):
-            hits.extend((shard.entry_ids[r], shard.banks[r] if shard.banks is not None else "", d, None) for r, d in query_rows)
+            hits.extend((shard.entry_id(r), shard.bank(r), d, None) for r, d in query_rows)
 
     def values(self, entry_ids: Iterable[str], min_seq: int = 0) -> dict[str, Any]:
         """The stored value of each entry that has one and may match (enabled, in an enabled

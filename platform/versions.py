@@ -117,16 +117,15 @@ class IndexVersions:
         files = manifest.shards[number]
         blobs = {key: self._checked(key, files.sha256[key]) for key in files.sha256}
         table = pq.read_table(pa.BufferReader(blobs[files.ids]))
-        entry_ids = np.asarray(table.column("entry_id").to_pylist(), dtype=object)
-        flags = row_flags(table)
-        if manifest.params.type == "exact":
-            shard = Shard(manifest.params, entry_ids, table=digest_table(table.column("value").to_pylist()), **flags)
-        elif manifest.params.type == "postings":
-            shard = Shard(manifest.params, entry_ids, keys=table.column("value").to_numpy().astype(np.uint32), **flags)
-        elif manifest.params.type == "stored":
-            shard = Shard(manifest.params, entry_ids, values=np.asarray(table.column("value").to_pylist(), dtype=object), **flags)
+        params, ids, flags = manifest.params, table.column("entry_id"), row_flags(table)
+        if params.type == "exact":
+            shard = Shard.of(params, ids, **flags, table=digest_table(table.column("value").to_pylist()))
+        elif params.type == "postings":
+            shard = Shard.of(params, ids, **flags, keys=table.column("value").to_numpy().astype(np.uint32))
+        elif params.type == "stored":
+            shard = Shard.of(params, ids, **flags, values=np.asarray(table.column("value").to_pylist(), dtype=object))
         else:
-            shard = Shard(manifest.params, entry_ids, index=deserialize(manifest.params, blobs[files.index]), **flags)
+            shard = Shard.of(params, ids, **flags, index=deserialize(params, blobs[files.index]))
         shard.bank_enabled = dict(manifest.banks)
         return shard
 

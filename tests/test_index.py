@@ -13,7 +13,7 @@ def test_choose_params_follows_count_and_dimension():
     settings = IndexSettings(flat_max=1000)
     assert choose_params(PDQ, 999, settings).type == "binary_flat"
     multihash = choose_params(PDQ, 10_000, settings)
-    assert multihash.type == "binary_multihash" and multihash.exact_radius >= 31
+    assert multihash.type == "binary_postings" and multihash.exact_radius >= 31
     assert choose_params(EMB, 999, settings).type == "flat"
     small, big = choose_params(EMB, 100_000, settings), choose_params(EMB, 10_000_000, settings)
     assert small.type == big.type == "ivfpq" and small.nlist < big.nlist and EMB.dim % small.m == 0

@@ -64,7 +64,7 @@ def test_round_trip(store, ray_session, photo_corpus, text_corpus):
     manifests = reindex(settings_for(store), store=store)
 
     pdq, emb = manifests["pdq"], manifests["text_embedding"]
-    assert (pdq.params.type, pdq.count, len(pdq.shards)) == ("binary_multihash", len(photo_entries) + 1, 2)
+    assert (pdq.params.type, pdq.count, len(pdq.shards)) == ("binary_postings", len(photo_entries) + 1, 2)
     assert (emb.params.type, emb.count, len(emb.shards)) == ("ivfpq", 1000, 2)
     assert pdq.recall_at_10 == 1.0 and emb.recall_at_10 >= 0.95 and emb.params.nprobe >= 1
     assert manifests["text_exact"].count == 1000 and manifests["md5"].count == 1000  # md5 of the text media
