@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from mediamatch.platform.index import Shard, choose_params, merge_results, train_index
+from mediamatch.platform.index import Shard, choose_params, deserialize, merge_results, serialize, train_index
 from mediamatch.platform.settings import IndexSettings
 from mediamatch.platform.signals import SIGNAL_TYPES
 
@@ -54,3 +54,99 @@ def test_ivfpq_with_rerank_is_accurate_across_shards():
 def test_exact_digest_shard():
     shard = Shard.build(choose_params(SIGNAL_TYPES["md5"], 3, IndexSettings()), ["a", "b", "c"], np.array(["x", "y", "x"], dtype=object), None)
     assert shard.search(["x", "z"], 10, 0) == [[("a", 0.0), ("c", 0.0)], []]
+
+
+# -- binary_postings: exact against brute force, and the shard's compact columns -------------------
+POSTINGS = choose_params(PDQ, 10_000, IndexSettings(flat_max=1000))
+
+
+def near(rng, hashes: np.ndarray, flips: np.ndarray) -> np.ndarray:
+    """Each hash with flips[i] distinct bits flipped."""
+    bits = np.unpackbits(hashes, axis=1)
+    for row, n in zip(bits, flips):
+        row[rng.choice(256, size=n, replace=False)] ^= 1
+    return np.packbits(bits, axis=1)
+
+
+def brute_force(hashes: np.ndarray, queries: np.ndarray, k: int, radius: int, live: np.ndarray | None = None) -> list[list[tuple[int, float]]]:
+    """Per query, the k nearest live rows within radius (by distance, then row), by counting every row's bits."""
+    out = []
+    for q in queries:
+        distance = np.unpackbits(hashes ^ q, axis=1).sum(1)
+        rows = np.flatnonzero((distance <= radius) & (True if live is None else live))
+        rows = rows[np.lexsort((rows, distance[rows]))][:k]
+        out.append([(int(r), float(distance[r])) for r in rows])
+    return out
+
+
+def test_binary_postings_is_exact_to_the_radius_on_random_and_near_duplicate_hashes():
+    rng = np.random.default_rng(3)
+    hashes = rng.integers(0, 256, size=(30_000, 32), dtype=np.uint8)
+    hashes[20_000:] = near(rng, hashes[rng.integers(0, 20_000, 10_000)], rng.integers(1, 40, 10_000))  # families of near-duplicates
+    queries = near(rng, hashes[rng.choice(len(hashes), 300, replace=False)], np.arange(300) % 40)  # 0..39 bits from a banked hash
+    shard = Shard.build(POSTINGS, [f"e{i}" for i in range(len(hashes))], hashes, None)
+    assert shard.search_rows(queries, 1000, 31) == brute_force(hashes, queries, 1000, 31)
+    assert shard.search_rows(queries, 1000, 12) == brute_force(hashes, queries, 1000, 12)  # any radius below the exact one
+    assert shard.search_rows(queries[:40], 3, 31) == brute_force(hashes, queries[:40], 3, 31)  # k smaller than the hits: the nearest
+
+
+def test_binary_postings_edge_cases():
+    empty = Shard.build(POSTINGS, [], np.zeros((0, 32), np.uint8), None)
+    assert empty.search(np.zeros((2, 32), np.uint8), 10, 31) == [[], []]
+    assert empty.index.range_search(np.zeros((2, 32), np.uint8), 32)[0].tolist() == [0, 0, 0]
+
+    same = np.full((3000, 32), 0xA5, np.uint8)  # every row in one posting list of every chunk
+    shard = Shard.build(POSTINGS, [f"e{i}" for i in range(len(same))], same, None)
+    assert shard.search_rows(same[:1], 5000, 31) == [[(r, 0.0) for r in range(3000)]]  # each row once
+    assert shard.search_rows(same[:1], 4, 31) == [[(r, 0.0) for r in range(4)]]
+    far = near(np.random.default_rng(0), same[:2], [31, 32])
+    assert [len(hits) for hits in shard.search_rows(far, 5000, 31)] == [3000, 0]
+
+    serialized = Shard.of(POSTINGS, shard.entry_ids, index=deserialize(POSTINGS, serialize(shard.index)))  # as a shard file holds it
+    assert serialized.search_rows(far, 5000, 31) == shard.search_rows(far, 5000, 31)
+
+
+def test_binary_postings_rows_added_after_the_sort_are_found():
+    """Appended rows are scanned until there are enough to sort again; both are exact."""
+    rng = np.random.default_rng(4)
+    hashes = rng.integers(0, 256, size=(12_000, 32), dtype=np.uint8)
+    hashes[6000:] = near(rng, hashes[:6000], rng.integers(0, 32, 6000))
+    shard = Shard.build(POSTINGS, [f"e{i}" for i in range(2000)], hashes[:2000], None, banks=["a"] * 2000, enabled=[True] * 2000, times=[0.0] * 2000)
+    queries = near(rng, hashes[rng.choice(len(hashes), 200, replace=False)], rng.integers(0, 32, 200))
+    for start, end in ((2000, 2100), (2100, 6000), (6000, 12_000)):
+        shard.add([f"e{i}" for i in range(start, end)], ["b"] * (end - start), hashes[start:end])
+        assert shard.search_rows(queries, 1000, 31) == brute_force(hashes[:end], queries, 1000, 31), (start, end, shard.index.sorted)
+    assert shard.index.sorted == 12_000 and shard.bank_names == ["a", "b"]
+
+
+def test_disabled_rows_and_banks_do_not_match():
+    rng = np.random.default_rng(5)
+    hashes = rng.integers(0, 256, size=(5000, 32), dtype=np.uint8)
+    hashes[1:] = near(rng, np.repeat(hashes[:1], 4999, axis=0), rng.integers(0, 32, 4999))  # all near row 0
+    banks = np.asarray(["a", "b", "c"], dtype=object)[np.arange(5000) % 3]
+    enabled = rng.random(5000) > 0.3
+    for params in (POSTINGS, POSTINGS.model_copy(update={"type": "binary_flat"})):
+        shard = Shard.build(params, [f"e{i}" for i in range(5000)], hashes, None, banks=banks, enabled=enabled)
+        shard.bank_enabled = {"b": False}
+        live = enabled & (banks != "b")
+        assert shard.search_rows(hashes[:3], 50, 31) == brute_force(hashes, hashes[:3], 50, 31, live)
+        assert shard.search_rows(hashes[:3], 50, 31, {"a"}) == brute_force(hashes, hashes[:3], 50, 31, live & (banks == "a"))
+        assert shard.search_rows(hashes[:3], 50, 31, {"b"}) == [[], [], []]
+
+
+def test_shard_columns_are_compact_and_give_back_str():
+    ids = ["e_1", "ü-long-id-ünïcode", "e_1", "x"]
+    shard = Shard.build(POSTINGS.model_copy(update={"type": "binary_flat"}), ids, np.zeros((4, 32), np.uint8), None,
+                        banks=["n1", "n2", "n1", "n2"], enabled=[True] * 4, times=[0.0] * 4)
+    assert shard.entry_ids.dtype.kind == "S" and shard.bank_codes.dtype == np.uint8 and shard.bank_names == ["n1", "n2"]
+    assert [shard.entry_id(r) for r in range(4)] == ids and shard.ids_of(np.arange(4)).tolist() == ids
+    assert [shard.bank(r) for r in range(4)] == shard.banks_of(np.arange(4)).tolist() == ["n1", "n2", "n1", "n2"]
+    assert shard.rows_of("e_1").tolist() == [0, 2] and shard.rows_of("e_") .tolist() == []
+    assert shard.rows_of("x" * 100).tolist() == []  # longer than the column's width: not cut to it
+    assert shard.entry_rows() == {"e_1": 2, "ü-long-id-ünïcode": 1, "x": 1}
+    assert shard.search(np.zeros((1, 32), np.uint8), 2, 0) == [[("e_1", 0.0), ("ü-long-id-ünïcode", 0.0)]]
+    names = [f"bank-{i}" for i in range(300)]  # more banks than one byte numbers
+    shard.add([f"n{i}" for i in range(300)], names, np.zeros((300, 32), np.uint8))
+    assert shard.bank_codes.dtype == np.uint16 and shard.banks_of(np.arange(304)).tolist() == ["n1", "n2", "n1", "n2", *names]
+    assert shard.in_bank("bank-7").nonzero()[0].tolist() == [11] and not shard.in_bank("nowhere").any()
+    assert shard.entry_id(303) == "n299" and shard.rows_of("n299").tolist() == [303]

@@ -103,3 +103,35 @@ def test_published_version_swaps_in_and_flags_survive(local_store, ray_session):
     catalog.update_entry("a", entries[1].entry_id, enabled=False)
     live.versions.rollback(manifest.version)  # the pointer moves (to the same version): nothing to swap
     assert live.refresh() is False and live.state is old and found(live, entries[1].signals["pdq"]) == []
+
+
+def test_published_postings_answer_dihedral_queries_as_exact_search(local_store):
+    """A published binary_postings shard beside the live delta answers queries of 8 dihedral
+    forms as an exact (binary_flat) shard of the same rows does: per entry its nearest form,
+    named, nearest first, k of them; disabled rows and banks skipped."""
+    import numpy as np
+
+    from mediamatch.platform.index import Shard, choose_params
+
+    rng = np.random.default_rng(6)
+    banked = rng.integers(0, 256, (4000, 32), dtype=np.uint8)
+    bits = np.unpackbits(banked[rng.integers(0, 4000, 8 * 30)], axis=1)  # 30 queries of 8 forms, each near some banked row
+    for row in bits:
+        row[rng.choice(256, size=rng.integers(0, 40), replace=False)] ^= 1
+    forms = np.packbits(bits, axis=1)
+    values = [",".join(h.tobytes().hex() for h in forms[i : i + 8]) for i in range(0, len(forms), 8)]
+    catalog = Catalog(local_store)
+    catalog.create_bank("a")
+    add(catalog, "a", [forms[8 * i + 3].tobytes().hex() for i in range(5)])  # banked since: in the delta
+    banks, enabled, answers = np.asarray(["a", "off"])[np.arange(4000) % 2], rng.random(4000) > 0.2, []
+    for kind in ("binary_postings", "binary_flat"):
+        params = choose_params(PDQ, len(banked), IndexSettings(flat_max=1000)).model_copy(update={"type": kind})
+        shard = Shard.build(params, [f"p{i}" for i in range(len(banked))], banked, None, banks=banks, enabled=enabled)
+        shard.bank_enabled = {"off": False}
+        live = LiveIndex(local_store, PDQ)
+        live.state.shards.append(shard)  # as `LiveIndex.load` does with a published version's shards
+        answers.append(live.search_values(values, 3, 31)[1])
+    assert answers[0] == answers[1]
+    hits = [h for row in answers[0] for h in row]
+    assert {h[3] for h in hits} - {None} and any(h[0].startswith("e_") for h in hits) and any(h[0].startswith("p") for h in hits)
+    assert all(h[2] <= 31 and int(h[0][1:]) % 2 == 0 for h in hits if h[0].startswith("p"))
