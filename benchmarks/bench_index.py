@@ -5,14 +5,16 @@
 
 Two cases, each built two ways from the same Parquet file in a local object store (temp dir):
   (a) N 256-d float vectors (IVF-PQ + exact re-rank, parameters from `choose_params`),
-  (b) N PDQ hashes, 256 bits (multi-hash index, parameters from `choose_params`).
+  (b) N PDQ hashes, 256 bits (binary_postings: multi-index hashing over sorted postings, parameters
+      from `choose_params`; the plain baseline builds the same index in one process).
 
 Per case, in this one process and in this order:
   0. data: generated (seeded) and written as Parquet with the job's schema (`signal_table`),
      untimed;
   1. plain faiss, FIRST: read the Parquet with pyarrow, train on a random sample of
      `train_size` (float), add everything, write the index (+ the entry ids, as Parquet) to a
-     file in the same temp dir, fsync'd. faiss on 2 threads. Timed: read + train + add + write.
+     file in the same temp dir, fsync'd. faiss on 2 threads (PDQ: the job's own index class,
+     `BinaryPostings`, and its file). Timed: read + train + add + write.
      Peak memory: getrusage(RUSAGE_SELF / RUSAGE_CHILDREN).ru_maxrss, the process's high-water
      mark reset (/proc/self/clear_refs) just before this step (children: the largest child
      waited for, which includes an earlier case's searcher processes);
@@ -31,14 +33,16 @@ Per case, in this one process and in this order:
   4. the searchers, FOURTH: each slot of the published index (one shard each) loaded in a fresh
      process as a `ShardSearcher` replica loads it (`LiveIndex(store, type, slot, slots)`, the
      shard's files checksummed). Memory: RSS after loading minus RSS before (both after gc and
-     malloc_trim), the peak while loading (VmHWM, reset before), and two parts of it: the
-     entry-id strings, and the faiss file's size. Then lookups as the replica answers them
+     malloc_trim), the peak while loading (VmHWM, reset before), and parts of it: the entry-id
+     and bank columns, the index's arrays (binary_postings), the index file's size. Then lookups as the replica answers them
      (`search_values` at `Settings()`'s k = serve.max_matches and match threshold, the
      manifest's nprobe): every query one value per call (p50/p99), then 64 batches of
      serve.max_batch_size (p50/p99 per batch). In-process: no Serve hops (bench_serve has those).
      Each searcher also answers the benchmark's queries (float: top 10; PDQ: all within 31
      bits): merged over slots, their recall against the exact answers is the Ray-built
-     index's recall at the served nprobe.
+     index's recall at the served nprobe. PDQ, then: the baseline in the same process: faiss's
+     IndexBinaryMultiHash (16 x 16 bits, nflip 1: what binary_postings replaced) built over the
+     same rows and swapped in for the shard, its RSS growth, and the same lookups.
 `--skip-plain` skips steps 1 and 3 (the plain build holds all N values in memory, 10 GB at
 10M x 256-d): the queries are then drawn by the same rule from the Parquet file one row group
 at a time, and their exact answers found by brute force over one row group (100,000 rows) at a
@@ -76,7 +80,7 @@ import ray
 import psutil  # after ray: the venv's psutil is the copy Ray ships (ray/thirdparty_files)
 
 from mediamatch.indexing.reindex import build_index, column_values, perturb_queries, signal_table
-from mediamatch.platform.index import choose_params
+from mediamatch.platform.index import BinaryPostings, choose_params, deserialize, empty_index, serialize
 from mediamatch.platform.settings import IndexSettings, Settings
 from mediamatch.platform.signals import SIGNAL_TYPES
 from mediamatch.platform.signals.base import FloatVectorSignal
@@ -185,12 +189,15 @@ def plain_build(kind: str, path: str, params, out_dir: str, seed: int) -> dict:
         index.train(sample)
         del sample
     else:
-        index = faiss.IndexBinaryMultiHash(params.dim, params.nhash, params.dim // params.nhash)
-        index.nflip = params.nflip
+        index = empty_index(params)  # binary_postings, as the job builds it
     t_train = time.perf_counter()
     index.add(values)
     t_add = time.perf_counter()
-    (faiss.write_index if kind == "float" else faiss.write_index_binary)(index, index_path)
+    if kind == "float":
+        faiss.write_index(index, index_path)
+    else:
+        with open(index_path, "wb") as f:
+            f.write(serialize(index))
     pq.write_table(table.select(["entry_id"]), ids_path)  # faiss id -> entry id, as the job writes
     for p in (index_path, ids_path):  # as durable as the object store's put (which fsyncs)
         fd = os.open(p, os.O_RDONLY)
@@ -215,7 +222,11 @@ def plain_recall(kind: str, signal_type, path: str, index_path: str, params, npr
     faiss.omp_set_num_threads(THREADS)
     t0 = time.perf_counter()
     _, values = read_values(kind, path)
-    index = faiss.read_index(index_path) if kind == "float" else faiss.read_index_binary(index_path)
+    if kind == "float":
+        index = faiss.read_index(index_path)
+    else:
+        with open(index_path, "rb") as f:
+            index = deserialize(params, f.read())
     t_load = time.perf_counter()
     rng = np.random.default_rng(seed + 1)  # not the job's draw: same rule, other rows
     queries = perturb_queries(signal_type, values[rng.choice(len(values), settings.recall_queries, replace=False)], rng)
@@ -376,22 +387,11 @@ def searcher_main(spec_path: str) -> None:
     state = live.state
     _, hits = live.search(queries, *recall_probe(signal_type))  # for ray_index_recall
     found = [[(entry_id, distance) for entry_id, _, distance, _ in row] for row in hits]
-    entry_ids = sum(s.entry_ids.nbytes + sum(map(sys.getsizeof, s.entry_ids)) for s in state.shards)  # Python str objects
+    columns = sum(s.entry_ids.nbytes + (s.bank_codes.nbytes if s.bank_codes is not None else 0) for s in state.shards)
+    index_arrays = sum(s.index.nbytes for s in state.shards if isinstance(s.index, BinaryPostings))
     index_files = sum(os.path.getsize(live.store.path(state.manifest.shards[n].index)) for n in range(spec["slot"], len(state.manifest.shards), spec["slots"]))
-    for value in values[:20]:  # warm-up
-        live.search_values([value], k, radius)
-    single = []
-    for value in values:
-        t = time.perf_counter()
-        live.search_values([value], k, radius)
-        single.append(time.perf_counter() - t)
-    size, rng, batches = settings.serve.max_batch_size, np.random.default_rng(spec["slot"]), []
-    for _ in range(spec["batches"]):
-        batch = [values[i] for i in rng.choice(len(values), size, replace=False)]
-        t = time.perf_counter()
-        live.search_values(batch, k, radius)
-        batches.append(time.perf_counter() - t)
-    ms = lambda xs, p: round(float(np.percentile(xs, p)) * 1000, 3)  # noqa: E731
+    size = settings.serve.max_batch_size
+    single, batches = timed_lookups(live, values, k, radius, size, spec["batches"], spec["slot"])
     out = {
         "slot": spec["slot"],
         "rows": state.count,
@@ -400,8 +400,9 @@ def searcher_main(spec_path: str) -> None:
         "rss_loaded_gib": round(loaded / GIB, 3),
         "shard_rss_gib": round((loaded - base) / GIB, 3),
         "load_peak_growth_gib": round((peak - base) / GIB, 3),
-        "entry_ids_gib": round(entry_ids / GIB, 3),
-        "faiss_file_gib": round(index_files / GIB, 3),
+        "id_bank_columns_gib": round(columns / GIB, 3),
+        "index_arrays_gib": round(index_arrays / GIB, 3),
+        "index_file_gib": round(index_files / GIB, 3),
         "rss_after_lookups_gib": round(trimmed_rss() / GIB, 3),
         "k": k,
         "radius": radius,
@@ -410,8 +411,57 @@ def searcher_main(spec_path: str) -> None:
         "batch": {"size": size, "batches": len(batches), "p50_ms": ms(batches, 50), "p99_ms": ms(batches, 99)},
         "found": found,
     }
+    if state.manifest.params.type == "binary_postings":
+        out["faiss_multihash"] = multihash_baseline(live, values, k, radius, size, spec["batches"], spec["slot"])
     with open(spec["out"], "w") as f:
         json.dump(out, f)
+
+
+def ms(seconds: list[float], percentile: float) -> float:
+    return round(float(np.percentile(seconds, percentile)) * 1000, 3)
+
+
+def timed_lookups(live, values: list, k: int, radius: float, size: int, batches: int, seed: int) -> tuple[list[float], list[float]]:
+    """Seconds of `search_values`: every value one per call (after 20 warm-up calls), then `batches` random batches of `size`."""
+    for value in values[:20]:
+        live.search_values([value], k, radius)
+    single = []
+    for value in values:
+        t = time.perf_counter()
+        live.search_values([value], k, radius)
+        single.append(time.perf_counter() - t)
+    rng, batch_seconds = np.random.default_rng(seed), []
+    for _ in range(batches):
+        batch = [values[i] for i in rng.choice(len(values), size, replace=False)]
+        t = time.perf_counter()
+        live.search_values(batch, k, radius)
+        batch_seconds.append(time.perf_counter() - t)
+    return single, batch_seconds
+
+
+def multihash_baseline(live, values: list, k: int, radius: float, size: int, batches: int, seed: int) -> dict:
+    """The same lookups with faiss's IndexBinaryMultiHash over the same rows (16 x 16 bits, nflip 1:
+    the index binary_postings replaced), swapped in for each loaded shard; its RSS growth (the
+    faiss index: its own copy of the codes and its maps of 64-bit ids)."""
+    import dataclasses
+
+    state, base = live.state, trimmed_rss()
+    t0 = time.perf_counter()
+    swapped = []
+    for shard in state.shards:
+        params = shard.params.model_copy(update={"type": "binary_multihash"})
+        index = empty_index(params)
+        index.add(shard.index.codes)
+        swapped.append(dataclasses.replace(shard, params=params, index=index))
+    build_seconds, grown = time.perf_counter() - t0, trimmed_rss() - base
+    answers = live.search_values(values, 1000, radius)[1]
+    state.shards, ours = swapped, state.shards
+    same = live.search_values(values, 1000, radius)[1] == answers
+    single, batch_seconds = timed_lookups(live, values, k, radius, size, batches, seed)
+    state.shards = ours
+    return {"build_seconds": round(build_seconds, 2), "index_rss_gib": round(grown / GIB, 3), "same_answers": same,
+            "single": {"p50_ms": ms(single, 50), "p99_ms": ms(single, 99)},
+            "batch": {"size": size, "p50_ms": ms(batch_seconds, 50), "p99_ms": ms(batch_seconds, 99)}}
 
 
 def searcher_figures(root: str, kind: str, manifest, queries: np.ndarray, workdir: str, batches: int = 64) -> list[dict]:
@@ -574,8 +624,13 @@ def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log, skip_
     log(f"[{kind}] the Ray-built index, as the searchers hold it, on the benchmark's queries (manifest nprobe {manifest.params.nprobe}): {ray_check:.4f}")
     for s in searchers:
         log(f"[{kind}] searcher slot {s['slot']}: {s['rows']:,} rows, +{s['shard_rss_gib']} GiB RSS loaded (peak +{s['load_peak_growth_gib']} while loading, {s['load_seconds']} s; "
-            f"entry-id strings {s.get('entry_ids_gib')} GiB, faiss file {s.get('faiss_file_gib')} GiB), "
+            f"id + bank columns {s['id_bank_columns_gib']} GiB, index arrays {s['index_arrays_gib']} GiB, index file {s['index_file_gib']} GiB), "
             f"single p50/p99 {s['single']['p50_ms']}/{s['single']['p99_ms']} ms, batch of {s['batch']['size']} p50/p99 {s['batch']['p50_ms']}/{s['batch']['p99_ms']} ms")
+        if "faiss_multihash" in s:
+            b = s["faiss_multihash"]
+            log(f"[{kind}]   baseline, same process and rows: faiss IndexBinaryMultiHash +{b['index_rss_gib']} GiB RSS (built in {b['build_seconds']} s), "
+                f"single p50/p99 {b['single']['p50_ms']}/{b['single']['p99_ms']} ms, batch p50/p99 {b['batch']['p50_ms']}/{b['batch']['p99_ms']} ms, "
+                f"same answers (k 1000): {b['same_answers']}")
 
     return {
         "case": f"{n:,} x {'256-d float' if kind == 'float' else 'PDQ 256-bit'}",
@@ -615,8 +670,8 @@ def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log, skip_
 def describe(params: dict) -> str:
     if params["type"] == "ivfpq":
         return f"IVF-PQ nlist {params['nlist']}, M {params['m']}x{params['nbits']}b, re-rank x{params['refine_k_factor']:g}, train {params['train_size']:,}, nprobe {params['nprobe']}"
-    if params["type"] == "binary_multihash":
-        return f"multi-hash {params['nhash']}x{params['dim'] // params['nhash']} bits, nflip {params['nflip']}"
+    if params["type"] == "binary_postings":
+        return f"binary_postings {params['nhash']}x{params['dim'] // params['nhash']} bits, nflip {params['nflip']}"
     return params["type"]
 
 

@@ -204,6 +204,10 @@ class BinaryPostings:
     def ntotal(self) -> int:
         return len(self.codes)
 
+    @property
+    def nbytes(self) -> int:
+        return self.codes.nbytes + self.rows.nbytes + self.starts.nbytes
+
     def add(self, codes: np.ndarray) -> None:
         self.codes = np.concatenate([self.codes, np.asarray(codes, dtype=np.uint8).reshape(-1, self.dim // 8)])
         if self.ntotal - self.sorted > max(4096, self.sorted // 16):
