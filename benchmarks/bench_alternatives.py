@@ -19,9 +19,11 @@ none up to 4096 does, the smallest within 0.005 of the best recall seen (the cur
 
 PDQ: N 256-bit hashes (`pdq_chunks`: uniform, 10% near-duplicates), queries with 0-31 bits
 flipped (`perturb_queries`). Ground truth: exact IndexBinaryFlat range search (< 32 bits).
-Systems: mediamatch's multi-hash `Shard` (`Shard.search(q, 1000, 31)`), the configuration
-ThreatExchange's PDQMultiHashIndex uses (IndexBinaryIDMap2 over IndexBinaryMultiHash(256, 16, 16),
-nflip = 31 // 16), and the exact IndexBinaryFlat. Recall: share of all true neighbours found.
+Systems: mediamatch's `Shard` (binary_postings: multi-index hashing over sorted postings,
+`Shard.search(q, 1000, 31)`), the configuration ThreatExchange's PDQMultiHashIndex uses
+(IndexBinaryIDMap2 over IndexBinaryMultiHash(256, 16, 16), nflip = 31 // 16), faiss's
+IndexBinaryIVF (compact, not exact: recall by nprobe) and the exact IndexBinaryFlat. Recall:
+share of all true neighbours found.
 
 Per system: build seconds (data already in memory; for mediamatch train + add in this process,
 not the Ray Data job), memory (RSS of this process and any children, psutil, sampled every 0.1 s:
@@ -313,11 +315,14 @@ def pooled_recall(found: list[list[int]], exact: list[set]) -> float:
     return sum(len(set(f) & x) for f, x in zip(found, exact)) / max(1, sum(len(x) for x in exact))
 
 
-def pdq_measure(build, search, hashes, queries, exact, settings: str) -> dict:
+def pdq_measure(build, search, hashes, queries, exact, settings: str, set_search=None) -> dict:
+    """`set_search(index)`, where given, sets the index's search parameter after the build (untimed) and describes it."""
     with Memory() as mem:
         t0 = time.perf_counter()
         index = build(hashes)
         seconds = time.perf_counter() - t0
+    if set_search is not None:
+        settings += set_search(index)
     out = {"build_seconds": round(seconds, 2), **mem.figures(), "recall": round(pooled_recall(search(index, queries), exact), 4), "settings": settings}
     out.update(throughput(lambda q: search(index, q[None]), lambda qs: search(index, qs), queries))
     return out
@@ -345,6 +350,29 @@ def pdq_threatexchange(hashes, queries, exact) -> dict:
 
     settings = "IndexBinaryIDMap2(IndexBinaryMultiHash(256, nhash 16, b 16)), nflip 31 // 16 = 1, range_search(q, 32)"
     return pdq_measure(build, faiss_range, hashes, queries, exact, settings)
+
+
+def pdq_ivf(hashes, queries, exact) -> dict:
+    """faiss IndexBinaryIVF: 32 bytes of code + an 8-byte id a hash, but not exact within 31 bits;
+    recall by nprobe (powers of two), served at the smallest reaching 0.99, else 256."""
+    nlist, sample = 1024, 64 * 1024
+
+    def build(h):
+        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(256), 256, nlist)
+        index.train(h[np.random.default_rng(0).choice(len(h), min(sample, len(h)), replace=False)])
+        index.add(h)
+        return index
+
+    def set_search(index) -> str:
+        curve = {}
+        for nprobe in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+            index.nprobe = nprobe
+            curve[nprobe] = pooled_recall(faiss_range(index, queries), exact)
+            if curve[nprobe] >= 0.99:
+                break
+        return f", nprobe {index.nprobe}; recall by nprobe {{{', '.join(f'{p}: {r:.3f}' for p, r in curve.items())}}}"
+
+    return pdq_measure(build, faiss_range, hashes, queries, exact, f"IndexBinaryIVF nlist {nlist} (trained on {sample:,}), range_search(q, 32)", set_search)
 
 
 def pdq_flat(hashes, queries, exact) -> dict:
@@ -394,8 +422,9 @@ def main() -> None:
         log(f"PDQ data ({PDQ_DATA}) + exact range search: {time.perf_counter() - t0:.1f} s (untimed); "
             f"{sum(map(len, exact)):,} true neighbours within 31 bits for {len(queries):,} queries")
         results = [
-            run_system("mediamatch multi-hash", pdq_mediamatch, log, hashes, queries, exact),
+            run_system("mediamatch binary_postings", pdq_mediamatch, log, hashes, queries, exact),
             run_system("ThreatExchange PDQMultiHashIndex config", pdq_threatexchange, log, hashes, queries, exact),
+            run_system("faiss IndexBinaryIVF", pdq_ivf, log, hashes, queries, exact),
             run_system("faiss IndexBinaryFlat (exact)", pdq_flat, log, hashes, queries, exact),
         ]
         out["pdq"] = {"data": PDQ_DATA, "true_neighbours": sum(map(len, exact)), "results": results}
