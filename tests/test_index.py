@@ -150,3 +150,14 @@ def test_shard_columns_are_compact_and_give_back_str():
     assert shard.bank_codes.dtype == np.uint16 and shard.banks_of(np.arange(304)).tolist() == ["n1", "n2", "n1", "n2", *names]
     assert shard.in_bank("bank-7").nonzero()[0].tolist() == [11] and not shard.in_bank("nowhere").any()
     assert shard.entry_id(303) == "n299" and shard.rows_of("n299").tolist() == [303]
+
+
+def test_versions_built_with_faiss_multihash_still_load_and_search():
+    """A shard file written before binary_postings (faiss IndexBinaryMultiHash) answers as it did."""
+    rng = np.random.default_rng(7)
+    hashes = rng.integers(0, 256, size=(3000, 32), dtype=np.uint8)
+    legacy = POSTINGS.model_copy(update={"type": "binary_multihash"})
+    written = Shard.build(legacy, [f"e{i}" for i in range(3000)], hashes, None)
+    loaded = Shard.of(legacy, written.entry_ids, index=deserialize(legacy, serialize(written.index)))
+    queries = near(rng, hashes[:50], rng.integers(0, 32, 50))
+    assert loaded.search_rows(queries, 10, 31) == brute_force(hashes, queries, 10, 31)
