@@ -186,7 +186,7 @@ class BinaryPostings:
         self.dim, self.nflip = dim, nflip
         self.codes = np.ascontiguousarray(np.zeros(0, np.uint8) if codes is None else codes, dtype=np.uint8).reshape(-1, dim // 8)
         masks = np.arange(1 << CHUNK_BITS, dtype=np.uint32)
-        self.flips = masks[np.bitwise_count(masks) <= nflip].astype(np.uint16)  # 0 first, then 1-bit flips, ...
+        self.flips = masks[np.bitwise_count(masks) <= nflip].astype(np.uint16)  # every mask of at most nflip bits (0: the value)
         self._sort()
 
     def _sort(self) -> None:
@@ -226,17 +226,21 @@ class BinaryPostings:
         found, start = [], 0
         while start < len(queries):  # blocks of at most SCAN_BLOCK candidates (or one query)
             end = max(start + 1, int(np.searchsorted(before, before[start] + SCAN_BLOCK, "right")) - 1)
-            found.append(self._scan(queries, start, end, lo[start:end], hi[start:end], unsorted, radius))
+            query, distance, rows = self._scan(queries[start:end], lo[start:end], hi[start:end], unsorted, radius)
+            found.append((query + start, distance, rows))
             start = end
         query, distance, rows = (np.concatenate(column) for column in zip(*found)) if found else (np.zeros(0, np.int64),) * 3
         return np.searchsorted(query, np.arange(len(queries) + 1)), distance.astype(np.int32), rows
 
-    def _scan(self, queries, start: int, end: int, lo, hi, unsorted, radius: int):
-        """(query, distance, row) of the distinct candidates within radius of queries start:end."""
+    def _scan(self, queries: np.ndarray, lo: np.ndarray, hi: np.ndarray, unsorted: np.ndarray, radius: int):
+        """(query, distance, row) of the distinct candidates within radius of these queries: the
+        rows of their probed postings (lo:hi per query and probe) and the unsorted rows."""
         which, positions = gather_ranges(lo.ravel(), hi.ravel())
-        query = np.concatenate([which // lo.shape[1], np.repeat(np.arange(end - start), len(unsorted))]) + start
-        rows = np.concatenate([self.rows.ravel()[positions], np.tile(unsorted, end - start)])
-        distance = np.bitwise_count(self.codes.view(np.uint64)[rows] ^ queries.view(np.uint64)[query]).sum(1, dtype=np.int32)
+        query = np.concatenate([which // lo.shape[1], np.repeat(np.arange(len(queries)), len(unsorted))])
+        rows = np.concatenate([self.rows.ravel()[positions], np.tile(unsorted, len(queries))])
+        differ = self.codes.view(np.uint64)[rows]
+        differ ^= queries.view(np.uint64)[query]
+        distance = np.bitwise_count(differ).sum(1, dtype=np.int32)
         near = distance < radius
         pairs, first = np.unique(query[near] * self.ntotal + rows[near], return_index=True)  # a row found in several chunks once
         return pairs // self.ntotal, distance[near][first], pairs % self.ntotal

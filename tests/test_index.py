@@ -90,6 +90,26 @@ def test_binary_postings_is_exact_to_the_radius_on_random_and_near_duplicate_has
     assert shard.search_rows(queries[:40], 3, 31) == brute_force(hashes, queries[:40], 3, 31)  # k smaller than the hits: the nearest
 
 
+def test_binary_postings_scans_many_queries_in_blocks(monkeypatch):
+    """A batch whose candidates exceed SCAN_BLOCK is scanned in blocks (one query alone may exceed it)."""
+    from mediamatch.platform import index
+
+    rng = np.random.default_rng(8)
+    hashes = np.repeat(rng.integers(0, 256, size=(50, 32), dtype=np.uint8), 40, axis=0)  # 40 copies of each: big posting lists
+    queries = near(rng, hashes[rng.choice(len(hashes), 64)], rng.integers(0, 32, 64))
+    shard = Shard.build(POSTINGS, [f"e{i}" for i in range(len(hashes))], hashes, None)
+    whole = shard.search_rows(queries, 100, 31)
+    blocks = []
+    scan = index.BinaryPostings._scan
+    monkeypatch.setattr(index.BinaryPostings, "_scan", lambda self, q, *rest: blocks.append(len(q)) or scan(self, q, *rest))
+    monkeypatch.setattr(index, "SCAN_BLOCK", 1000)  # a query has up to ~640 candidates here: 1 or 2 a block
+    assert shard.search_rows(queries, 100, 31) == whole == brute_force(hashes, queries, 100, 31)
+    assert sum(blocks) == 64 and 32 <= len(blocks) < 64
+    blocks.clear()
+    monkeypatch.setattr(index, "SCAN_BLOCK", 100)  # less than one query's
+    assert shard.search_rows(queries, 100, 31) == whole and blocks == [1] * 64
+
+
 def test_binary_postings_edge_cases():
     empty = Shard.build(POSTINGS, [], np.zeros((0, 32), np.uint8), None)
     assert empty.search(np.zeros((2, 32), np.uint8), 10, 31) == [[], []]
