@@ -9,8 +9,9 @@ One run, one machine, one bank for both:
      reindex job. Untimed.
   1. the Serve application (`build_app`) with `verify.enabled` true, then false, on loopback;
   2. one client sends `--queries` edited copies of banked photos (the eval's rotate, flip+crop,
-     pad, overlay and crop edits in turn) one at a time: p50/p99 of the whole request, and how
-     many found their original at all and through `keypoints`.
+     pad, overlay and crop edits in turn) one at a time: p50/p99 of the whole request, how
+     many found their original at all, through `keypoints` and by the photo decision (`fused`),
+     and how many other entries the decision took.
 The client runs on the same cores as the service: read the figures as relative.
 """
 
@@ -83,16 +84,19 @@ def measure(url: str, queries: list[tuple[bytes, str]]) -> dict:
     session = requests.Session()
     match = lambda data: session.post(url + "/v1/match", files={"file": ("q.jpg", data, "image/jpeg")}, timeout=120)  # noqa: E731
     match(queries[0][0])  # warm-up
-    latencies, found, verified = [], 0, 0
+    latencies, found, verified, decided, wrong = [], 0, 0, 0, 0
     for data, entry_id in queries:
         started = time.perf_counter()
         matches = match(data).json()["matches"]
         latencies.append(time.perf_counter() - started)
         found += any(m["entry_id"] == entry_id for m in matches)
         verified += any(m["entry_id"] == entry_id and m["signal_type"] == "keypoints" for m in matches)
+        decided += any(m["entry_id"] == entry_id and m["signal_type"] == "fused" for m in matches)
+        wrong += sum(m["entry_id"] != entry_id and m["signal_type"] == "fused" for m in matches)
     ms = np.array(latencies) * 1000
     return {"p50_ms": round(float(np.median(ms)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1),
-            "found": round(found / len(queries), 3), "through_keypoints": round(verified / len(queries), 3)}
+            "found": round(found / len(queries), 3), "through_keypoints": round(verified / len(queries), 3),
+            "fused": round(decided / len(queries), 3), "fused_false": wrong}
 
 
 def main() -> None:
@@ -126,10 +130,10 @@ def main() -> None:
         print(f"  verification {'on ' if verifying else 'off'}: {results[verifying]}", flush=True)
         serve.delete("mediamatch")
     on, off = results[True], results[False]
-    print(f"\n| {args.n} banked photos, {args.queries} edited copies ({', '.join(EDITS)}), one at a time | p50 ms | p99 ms | original found | through keypoints |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"\n| {args.n} banked photos, {args.queries} edited copies ({', '.join(EDITS)}), one at a time | p50 ms | p99 ms | original found | through keypoints | by the fused decision | other entries fused |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for label, r in (("without verification", off), ("with verification", on)):
-        print(f"| {label} | {r['p50_ms']} | {r['p99_ms']} | {r['found']} | {r['through_keypoints']} |")
+        print(f"| {label} | {r['p50_ms']} | {r['p99_ms']} | {r['found']} | {r['through_keypoints']} | {r['fused']} | {r['fused_false']} |")
     print(f"\nverification costs {on['p50_ms'] / off['p50_ms']:.2f}x the p50 of a photo match")
     serve.shutdown()
 

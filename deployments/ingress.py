@@ -21,6 +21,7 @@ from ray import serve
 from mediamatch.platform.auth import Authenticator, Principal, SharedRateLimiter
 from mediamatch.platform.catalog import Catalog, Entry
 from mediamatch.platform.errors import InvalidInput, MediamatchError, StorageError
+from mediamatch.platform.fusion import FusedType
 from mediamatch.platform.media import upload_content_type
 from mediamatch.platform.settings import Settings
 from mediamatch.platform.signals import Signal, SignalType, configure_signal_types, get_signal_type
@@ -67,6 +68,7 @@ class Ingress:
         self.served_names = {s.name for s in self.served}
         self.stored = [get_signal_type(name) for name in stored]
         self.verifier = verifier
+        self.fused = fused_type(self.served_names, verifier)
         self.jobs: dict[str, Any] = {}  # reindex job id -> its task's ObjectRef
         if self.auth.anonymous:
             log.warning("no tokens configured: every loopback client may do anything, others are refused")
@@ -168,6 +170,17 @@ class Ingress:
             if content_type not in t.content_types:
                 raise InvalidInput(f"{t.name} does not describe content of type {content_type!r}")
         return content_type, {t.name: t.parse(signals[t.name]) for t in types}
+
+
+def fused_type(served: set[str], verifier: Any) -> FusedType | None:
+    """The photo decision's `fused` type: when photo candidates are verified and the served model
+    stores a fusion with a threshold over signals this service has (its `keypoints` from the verifier)."""
+    if verifier is None or "image_embedding" not in served:
+        return None
+    fusion = get_signal_type("image_embedding").config.fusion
+    if fusion is None or fusion.threshold is None or not set(fusion.scales) <= served | {"keypoints"}:
+        return None
+    return FusedType(fusion)
 
 
 class InProcess:

@@ -133,6 +133,8 @@ class Match(BaseModel):
                                   "query's turned and flipped forms (pdq) and one of them matched: rot90, rot180, rot270 (counterclockwise), "
                                   "flipx (mirrored left-right), flipy (upside down), transpose, transverse (mirrored about a diagonal); "
                                   "null when the query as it is matched")
+    evidence: dict[str, float] | None = Field(None, description="a `fused` match: each photo signal's distance that the fusion weighed "
+                                              "(a signal absent here did not find the entry within its radius)")
 
 
 class MatchResult(BaseModel):
@@ -167,6 +169,7 @@ class SignalTypeOut(BaseModel):
     unit: str
     default_threshold: float
     threshold: float
+    params: dict[str, Any] | None = Field(None, description="`fused`: the calibrated fusion itself (platform/fusion.py), as stored with the model")
 
 
 class ErrorDetail(BaseModel):

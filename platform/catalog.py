@@ -67,10 +67,11 @@ class Bank(BaseModel):
     @field_validator("thresholds")
     @classmethod
     def _known_signal_types(cls, thresholds: dict[str, float]) -> dict[str, float]:
+        from .fusion import FUSED
         from .signals import SIGNAL_TYPES
 
         for name, value in thresholds.items():
-            if name not in SIGNAL_TYPES:
+            if name not in SIGNAL_TYPES and name != FUSED:
                 raise ValueError(f"unknown signal type {name!r} in thresholds")
             if value < 0:
                 raise ValueError(f"threshold for {name} must be >= 0")

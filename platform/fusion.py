@@ -30,6 +30,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from pydantic import BaseModel, Field
 
+FUSED = "fused"  # the name of the fused photo decision in match answers and thresholds
 # The fewest inliers that are evidence: fewer are chance fits of a non-copy's few ratio-test
 # matches (as good as none). On the tiny material (tests/test_fusion.py), 6 to 10 lose to no
 # signal on any edit, 5 and fewer let chance fits rank above the copies other signals find.
@@ -83,18 +84,17 @@ class Fusion(BaseModel):
         """Whether each pair is a match: fused score at or above the threshold."""
         return self.scores(evidence) >= self.threshold if self.threshold is not None else np.zeros(len(evidence), dtype=bool)
 
-    def accepted(self, found: Mapping[str, Sequence[tuple[str, float]]]) -> dict[str, float]:
-        """The photo decision of one query: from each signal's (entry id, distance) hits (the
-        searchers' and the verifier's, `keypoints` at `inlier_distance`), the entries whose fused
-        evidence reaches the threshold, with their fused scores."""
+    def gathered(self, found: Mapping[str, Sequence[tuple[str, float]]]) -> dict[str, dict[str, float]]:
+        """One query's evidence per entry, from each signal's (entry id, distance) hits (the
+        searchers' and the verifier's, `keypoints` at `inlier_distance`): each signal's nearest
+        distance to the entry, where it lies within that signal's radius. Score it with `scores`."""
         evidence: dict[str, dict[str, float]] = {}
         for name, hits in found.items():
             for entry_id, distance in hits:
-                mine = evidence.setdefault(entry_id, {})
-                mine[name] = min(distance, mine.get(name, distance))
-        entries = list(evidence)
-        scores = self.scores([evidence[e] for e in entries])
-        return {e: round(float(s), 6) for e, s in zip(entries, scores) if self.threshold is not None and s >= self.threshold}
+                if name in self.scales and _within({name: distance}, name, self.radius):
+                    mine = evidence.setdefault(entry_id, {})
+                    mine[name] = min(distance, mine.get(name, distance))
+        return evidence
 
     @classmethod
     def fit(cls, evidence: Sequence[Mapping[str, float]], correct: Sequence[bool], radius: Mapping[str, float] | None = None,
@@ -117,6 +117,27 @@ class Fusion(BaseModel):
         kept = np.flatnonzero((hits / np.arange(1, len(order) + 1) >= precision) & correct[order])
         fusion.threshold = math.floor(float(scores[order][kept[-1]]) * 1e6) / 1e6 if len(kept) else None  # rounded down: it keeps that pair
         return fusion
+
+
+class FusedType:
+    """The photo decision as the match route shows it, a signal type of its own: `fused`, at
+    distance 1 - the fused probability (`score` is the probability), matching within
+    1 - the fusion's threshold unless a bank or the settings name another `fused` threshold."""
+
+    name = FUSED
+    unit = "1 - fused probability"
+    content_types = ("photo",)
+    index_kind = "fusion"
+
+    def __init__(self, fusion: Fusion):
+        self.fusion = fusion
+
+    @property
+    def default_threshold(self) -> float:
+        return round(1.0 - self.fusion.threshold, 6) if self.fusion.threshold is not None else 0.0
+
+    def score(self, distance: float) -> float:
+        return round(1.0 - distance, 6)
 
 
 def _within(evidence: Mapping[str, float], name: str, radius: Mapping[str, float]) -> bool:

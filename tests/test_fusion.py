@@ -126,6 +126,8 @@ def test_the_photo_decision_of_one_query_from_its_hits():
     copies = [{"pdq": 4.0 * i, "keypoints": 0.3} for i in range(10)] + [{"keypoints": 0.2}] * 5
     others = [{"pdq": 90.0 + i} for i in range(40)] + [{"keypoints": 0.97}] * 20
     fusion = Fusion.fit(copies + others, [True] * 15 + [False] * 60)
-    decision = fusion.accepted({"pdq": [("a", 2.0), ("b", 95.0), ("c", 91.0)], "keypoints": [("a", 0.3), ("c", 0.97)]})
-    assert set(decision) == {"a"} and decision["a"] >= fusion.threshold
-    assert fusion.accepted({}) == {}
+    evidence = fusion.gathered({"pdq": [("a", 2.0), ("b", 95.0), ("c", 91.0)], "keypoints": [("a", 0.3), ("c", 0.97)]})
+    assert evidence == {"a": {"pdq": 2.0, "keypoints": 0.3}, "b": {"pdq": 95.0}, "c": {"pdq": 91.0}}  # c's 0.97: beyond keypoints' radius
+    decided = dict(zip(evidence, fusion.decide(list(evidence.values()))))
+    assert decided == {"a": True, "b": False, "c": False}
+    assert fusion.gathered({}) == {}

@@ -81,7 +81,8 @@ def test_turned_and_mirrored_copies_match_naming_the_transform(service, photos):
             copy = jpeg(photo if turn is None else photo.transpose(turn), quality=80)
             matches = upload(service, "/v1/match", copy, banks="dihedral").json()["matches"]
             assert [(m["entry_id"], m["transform"]) for m in matches if m["signal_type"] == "pdq"] == [(entry_id, transform)], transform
-            assert all(m["transform"] is None for m in matches if m["signal_type"] != "pdq")
+            assert all(m["transform"] is None for m in matches if m["signal_type"] not in ("pdq", "fused"))
+            assert all(m["transform"] == transform for m in matches if m["signal_type"] == "fused")  # the pdq form's that found it
     plain = service.ok("POST", "/v1/hash", files={"file": ("p.jpg", jpeg(banked[0]), "image/jpeg")})["signals"]["pdq"]
     assert len(plain) == 64  # banked and hashed photos keep one hash
 
@@ -113,15 +114,21 @@ def test_live_banking_disable_delete(service, photo_corpus):
 
 def test_verified_photo_matches(service, photos):
     """Copies that PDQ and the descriptor's threshold miss (turned, flipped and cropped, padded,
-    shown inside another picture) match through the verifier as `keypoints`; other photos do not."""
+    shown inside another picture) match through the verifier as `keypoints`, and the photo
+    decision (`fused`, the model's calibrated fusion of every photo signal's evidence) takes
+    them; other photos match neither way."""
     import random
 
+    from mediamatch.platform.fusion import Fusion
     from mediamatch.platform.models.edits import EVAL_EDITS
 
+    fused_type = next(t for t in service.ok("GET", "/v1/signal-types")["signal_types"] if t["name"] == "fused")
+    fusion = Fusion(**fused_type["params"])
+    assert fused_type["threshold"] == pytest.approx(1 - fusion.threshold)
     service.ok("POST", "/v1/banks", json={"name": "verified"})
     banked, others = photos[:6], photos[6:12]
     ids = [upload(service, "/v1/banks/verified/entries", jpeg(p)).json()["entry_id"] for p in banked]
-    found = {}
+    found, decided = {}, {}
     for edit in ("rotate", "flip+crop", "pad", "overlay"):
         for i, image in enumerate(banked):
             result = upload(service, "/v1/match", jpeg(EVAL_EDITS[edit](image, random.Random(i), others)), banks="verified").json()
@@ -130,10 +137,20 @@ def test_verified_photo_matches(service, photos):
             found[edit] = found.get(edit, 0) + bool(verified)
             assert all(m["distance"] <= m["threshold"] and 0 < m["score"] <= 1 for m in verified)
             assert "keypoints" not in result["signals"]  # the query's features stay in the verifier
-    assert min(found.values()) >= 4, found
+            fused = [m for m in result["matches"] if m["signal_type"] == "fused"]
+            assert {m["entry_id"] for m in fused} <= {ids[i]}, (edit, i, fused)
+            decided[edit] = decided.get(edit, 0) + bool(fused)
+            for m in fused:  # the fusion's own score of the evidence it shows, within its threshold
+                assert m["score"] == pytest.approx(fusion.scores([m["evidence"]])[0], abs=1e-5) and m["distance"] <= m["threshold"]
+    assert min(found.values()) >= 4 and min(decided.values()) >= 4, (found, decided)
     for image in others:
         result = upload(service, "/v1/match", jpeg(image), banks="verified").json()
-        assert not [m for m in result["matches"] if m["signal_type"] == "keypoints"]
+        assert not [m for m in result["matches"] if m["signal_type"] in ("keypoints", "fused")]
+    service.ok("PATCH", "/v1/banks/verified", json={"thresholds": {"fused": 0.01}})  # a bank may ask for more certainty
+    strict = [m for m in upload(service, "/v1/match", jpeg(banked[0]), banks="verified").json()["matches"] if m["signal_type"] == "fused"]
+    assert [m["entry_id"] for m in strict] == [ids[0]] and strict[0]["threshold"] == 0.01 and strict[0]["distance"] <= 0.01
+    only_pdq = upload(service, "/v1/match", jpeg(banked[0]), banks="verified", signal_types="pdq").json()["matches"]
+    assert {m["signal_type"] for m in only_pdq} == {"pdq"}  # the fusion weighs every photo signal or none
     flat = upload(service, "/v1/match", jpeg(Image.new("RGB", (200, 200), "gray")), banks="verified")
     assert flat.status_code == 200 and not flat.json()["matches"]  # no keypoints: no evidence, no error
 
@@ -299,7 +316,7 @@ def test_operations_endpoints(service):
     (hit,) = service.ok("POST", "/v1/match", json={"signals": {"md5": f"{7:032x}"}, "content_type": "photo", "banks": ["listed"]})["matches"]
     assert hit["entry_id"] in banked
     types = {t["name"] for t in service.ok("GET", "/v1/signal-types", "matcher")["signal_types"]}
-    assert types == {"pdq", "image_embedding", "md5", "vpdq", "video_embedding", "audio_fingerprint", "text_exact", "text_minhash", "text_embedding", "keypoints"}
+    assert types == {"pdq", "image_embedding", "md5", "vpdq", "video_embedding", "audio_fingerprint", "text_exact", "text_minhash", "text_embedding", "keypoints", "fused"}
     metrics = service.call("GET", "/metrics", team=None).text
     assert 'mediamatch_requests_total{endpoint="/v1/match",method="POST",status="200"}' in metrics
     assert "mediamatch_index_entries" in metrics and "mediamatch_request_seconds_bucket" in metrics

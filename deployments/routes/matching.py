@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 
 from mediamatch.platform.auth import Principal
 from mediamatch.platform.errors import InvalidInput, MediamatchError, NotFound
+from mediamatch.platform.fusion import FUSED, FusedType
 from mediamatch.platform.signals import SignalType, get_signal_type
 from mediamatch.platform.signals.keypoints import inlier_distance
 
@@ -28,7 +29,9 @@ async def signal_types(request: Request, ingress: IngressDep) -> dict[str, list[
             SignalTypeOut(name=s.name, content_types=sorted(s.content_types), index_kind=s.index_kind, unit=s.unit,
                           default_threshold=s.default_threshold, threshold=ingress.threshold(s))
             for s in [*ingress.served, *ingress.stored]
-        ]
+        ] + ([SignalTypeOut(name=FUSED, content_types=["photo"], index_kind="fusion", unit=ingress.fused.unit,
+                            default_threshold=ingress.fused.default_threshold, threshold=ingress.threshold(ingress.fused),
+                            params=ingress.fused.fusion.model_dump())] if ingress.fused else [])
     }
 
 
@@ -114,25 +117,52 @@ async def match_part(ingress, part, content, content_type, raw, banks, requested
         values = {n: v for n, v in raw.items() if not requested or n in requested}
     verifying = ingress.verifier is not None and content_type == "photo" and isinstance(content, bytes) and (not requested or "keypoints" in requested)
     found = await search(ingress, {n: v for n, v in values.items() if n in ingress.served_names}, banks, seq, verifying)
-    matches, versions, candidates = [], {}, {}
+    matches, versions = [], {}
     for name, (version, hits) in found.items():
         versions[name] = version
         matches += to_matches(ingress, get_signal_type(name), hits, part)
-        candidates.update((entry_id, bank) for entry_id, bank, *_ in hits[: ingress.settings.verify.candidates])
-    if verifying and candidates:
-        matches += await verified(ingress, content, candidates, seq, part)
+    if verifying:
+        candidates = verification_candidates(ingress, found)
+        if candidates:
+            found["keypoints"] = (None, await verified(ingress, content, candidates, seq))
+            matches += to_matches(ingress, get_signal_type("keypoints"), found["keypoints"][1], part)
+        fused = ingress.fused
+        if fused is not None and (not requested or set(fused.fusion.scales) <= set(requested)):
+            matches += fused_matches(ingress, fused, found, part)
     return {n: get_signal_type(n).shown(v) for n, v in values.items()}, matches, versions
 
 
-async def verified(ingress, content: bytes, candidates: dict[str, str], seq: int, part: str | None) -> list[Match]:
-    """The candidates (entry id -> bank) whose stored keypoints the query fits, as `keypoints` matches."""
+def verification_candidates(ingress, found: dict[str, tuple]) -> dict[str, str]:
+    """Entry id -> bank of each searched signal's nearest `verify.candidates` within its candidate
+    radius (the service's own, whatever a bank's threshold: what is verified is the service's choice)."""
+    candidates: dict[str, str] = {}
+    for name, (_, hits) in found.items():
+        radius = ingress.settings.verify.candidate_radius(name, ingress.threshold(get_signal_type(name)))
+        candidates.update((entry_id, bank) for entry_id, bank, distance, _ in [h for h in hits if h[2] <= radius][: ingress.settings.verify.candidates])
+    return candidates
+
+
+async def verified(ingress, content: bytes, candidates: dict[str, str], seq: int) -> list[tuple]:
+    """The candidates (entry id -> bank) whose stored keypoints the query fits: (entry id, bank,
+    `inlier_distance`, None) hits, nearest first."""
     started = time.perf_counter()
     fits = await ingress.verifier.verify.remote({"content": content, "candidates": list(candidates), "min_seq": seq})
     metrics.SEARCH_SECONDS.labels("keypoints").observe(time.perf_counter() - started)
     if isinstance(fits, MediamatchError):
         raise fits
-    hits = sorted(((e, candidates[e], inlier_distance(f["inliers"]), None) for e, f in fits.items() if f["inliers"]), key=lambda h: h[2])
-    return to_matches(ingress, get_signal_type("keypoints"), hits, part)
+    return sorted(((e, candidates[e], inlier_distance(f["inliers"]), None) for e, f in fits.items() if f["inliers"]), key=lambda h: h[2])
+
+
+def fused_matches(ingress, fused: FusedType, found: dict[str, tuple], part: str | None) -> list[Match]:
+    """The photo decision: every entry whose evidence over the photo signals (`found`, the
+    verifier's fits among them) the calibrated fusion accepts, as a `fused` match carrying that
+    evidence and the transform of the dihedral PDQ form that found it."""
+    banks = {h[0]: h[1] for _, hits in found.values() for h in hits}
+    turns = {h[0]: h[3] for h in reversed(found.get("pdq", (None, []))[1])}  # the nearest dihedral form's
+    evidence = fused.fusion.gathered({name: [(h[0], h[2]) for h in hits] for name, (_, hits) in found.items()})
+    scores = fused.fusion.scores(list(evidence.values())) if evidence else []
+    hits = sorted(((e, banks[e], fused.score(float(p)), turns.get(e)) for e, p in zip(evidence, scores)), key=lambda h: h[2])
+    return to_matches(ingress, fused, hits, part, evidence)
 
 
 async def search(ingress, values: dict[str, Any], banks: list[str] | None, seq: int, candidates: bool = False) -> dict[str, tuple[str | None, list]]:
@@ -173,7 +203,9 @@ async def timed_search(handle, searches: list[dict]) -> list[dict]:
     return answers
 
 
-def to_matches(ingress, signal_type: SignalType, hits, part: str | None) -> list[Match]:
+def to_matches(ingress, signal_type: SignalType | FusedType, hits, part: str | None, evidence: dict[str, dict] | None = None) -> list[Match]:
+    """The (entry id, bank, distance, transform) hits within the bank's threshold, as matches
+    with each entry's labels and metadata (`evidence`: per entry, what a `fused` match weighed)."""
     catalog, out = ingress.catalog, []
     for entry_id, bank, distance, transform in hits:
         threshold = ingress.threshold(signal_type, bank)
@@ -186,7 +218,7 @@ def to_matches(ingress, signal_type: SignalType, hits, part: str | None) -> list
         out.append(Match(bank=bank, entry_id=entry_id, signal_type=signal_type.name, distance=distance,
                          score=round(signal_type.score(distance), 6), threshold=threshold,
                          labels=_labels(catalog.banks.get(bank, {}).get("labels", []), entry.get("labels")), metadata=entry.get("metadata", {}),
-                         part=part, transform=transform))
+                         part=part, transform=transform, evidence=evidence.get(entry_id) if evidence else None))
     return out
 
 

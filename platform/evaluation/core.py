@@ -41,7 +41,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 import numpy as np
 
 from ..errors import InvalidInput, MediamatchError
-from ..fusion import Fusion
+from ..fusion import FUSED, Fusion
 from ..settings import LimitSettings, VerifySettings
 from ..signals import SignalType, get_signal_type
 from ..verify import verify_stored
@@ -268,7 +268,6 @@ class ServiceMatcher:
     multipart `file` with their `content_type`, texts as JSON `{"text": ...}`; `workers`
     requests at a time, so the service can batch its model calls."""
 
-    fusion: Fusion | None = None  # the combination is cross-fitted on the evaluation (see evaluate_material)
     retrieval_k: int | None = None  # the service does not say which candidates it verified
 
     def __init__(self, client, signal_types: Sequence[str], content_type: str = "photo", k: int = K, workers: int = 4):
@@ -277,6 +276,11 @@ class ServiceMatcher:
         missing = [n for n in self.signal_types if n not in served]
         if missing:
             raise InvalidInput(f"the service does not serve {', '.join(missing)}")
+        # the service's photo decision, when it fuses these signals: "combined" is scored by it;
+        # else the combination is cross-fitted on the evaluation (see evaluate_material)
+        fused = served.get(FUSED, {}).get("params")
+        self.fusion = Fusion(**fused) if fused and set(fused["scales"]) <= set(self.signal_types) else None
+        self.evidence_radius = dict(self.fusion.radius) if self.fusion else {}
         self.thresholds = {n: float(served[n]["threshold"]) for n in self.signal_types}
         self.bank_name = f"eval-{secrets.token_hex(4)}"
         wide = {n: wide_radius(get_signal_type(n)) for n in self.signal_types}
@@ -304,7 +308,7 @@ class ServiceMatcher:
             raise
         out: dict[str, list[Candidate]] = {n: [] for n in self.signal_types}
         for m in sorted(result["matches"], key=lambda m: m["distance"]):
-            if len(out[m["signal_type"]]) < self.k:
+            if m["signal_type"] in out and len(out[m["signal_type"]]) < self.k:  # not `fused`: "combined" rescores the evidence
                 out[m["signal_type"]].append((m["entry_id"], float(m["distance"])))
         return out
 
