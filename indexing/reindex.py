@@ -38,6 +38,7 @@ from mediamatch.platform.versions import IndexVersions, Manifest, ShardFile
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
 RECALL_K = 10
+HASHED = ("binary_postings", "binary_multihash")  # exact within the radius by pigeonhole: recall checked on own rows
 
 
 def reindex(
@@ -370,7 +371,7 @@ def _shard_task(
     table, values = explode(signal_type, table)
     shard = Shard.build(params, table.column("entry_id"), values, trained, **row_flags(table))
     file = write_shard(store, prefix, number, shard, table).model_copy(update={"node": ray.get_runtime_context().get_node_id()})
-    if params.type == "binary_postings" and len(values):
+    if params.type in HASHED and len(values):
         rng = np.random.default_rng([settings.seed, number])
         queries = perturb_queries(signal_type, values[rng.choice(len(values), min(own_queries, len(values)), replace=False)], rng)
     return {"file": file, **evaluate_shard(signal_type, shard, values, queries, settings.target_recall)}
@@ -424,12 +425,12 @@ def evaluate_shard(signal_type: SignalType, shard: Shard, values: np.ndarray, qu
     recall is then measured by the driver). Multi-hash: at its one setting.
     """
     params = shard.params
-    if params.type not in ("ivfpq", "binary_postings") or len(queries) == 0 or len(shard) == 0:
+    if params.type not in ("ivfpq", *HASHED) or len(queries) == 0 or len(shard) == 0:
         return {"approx": {}, "exact": []}
-    if params.type == "binary_postings":
+    if params.type in HASHED:
         radius, k = signal_type.index_radius, 1000
         flat = faiss_module().IndexBinaryFlat(params.dim)
-        flat.add(shard.index.codes)  # a copy: exact search that shares nothing with the postings
+        flat.add(np.ascontiguousarray(values))  # a copy: exact search that shares nothing with the hashed index
         exact = _exact_view(shard, "binary_flat", flat)
         return {"approx": {0: shard.search(queries, k, radius)}, "exact": exact.search(queries, k, radius)}
     exact = _exact_view(shard, "flat", faiss_module().downcast_index(shard.index.refine_index)).search(queries, RECALL_K, 2.0)
@@ -464,7 +465,7 @@ def measure_recall(params: IndexParams, results: list[dict], target: float) -> t
     results = [r for r in results if r["approx"]]  # shards with nothing in them answer nothing
     if not results:
         return 1.0, params.nprobe, "empty index"
-    if params.type == "binary_postings":  # each shard's own queries, on that shard
+    if params.type in HASHED:  # each shard's own queries, on that shard
         exact = [hits for r in results for hits in r["exact"]]
         approx = [hits for r in results for hits in r["approx"][0]]
         method = f"all within distance {params.exact_radius} vs exact search, {len(exact)} held-out queries drawn per shard"

@@ -73,7 +73,8 @@ def choose_params(signal_type: SignalType, count: int, settings: IndexSettings) 
         # within (nflip + 1) * nhash - 1 bits: a closer hash must match some chunk that closely.
         nhash = dim // CHUNK_BITS
         nflip = max(0, math.ceil((signal_type.index_radius + 1) / nhash) - 1)
-        return IndexParams(type="binary_postings", dim=dim, nhash=nhash, nflip=nflip, exact_radius=(nflip + 1) * nhash - 1)
+        kind = "binary_postings" if settings.binary_index == "postings" else "binary_multihash"
+        return IndexParams(type=kind, dim=dim, nhash=nhash, nflip=nflip, exact_radius=(nflip + 1) * nhash - 1)
     if count < settings.flat_max:
         return IndexParams(type="flat", dim=dim)
     nlist = 2 ** round(math.log2(4 * math.sqrt(count)))

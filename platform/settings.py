@@ -26,6 +26,9 @@ class IndexSettings(BaseModel):
     target_recall: float = Field(0.95, gt=0, le=1, description="recall@10 that nprobe is tuned to reach")
     recall_queries: int = Field(500, ge=10, description="held-out queries for the recall@10 check")
     train_per_list: int = Field(64, ge=39, description="training vectors per IVF list")
+    binary_index: Literal["postings", "faiss_multihash"] = Field(
+        "postings", description="hash indexes above flat_max, both exact within the match radius: numpy postings (0.11 GiB per "
+        "1M PDQ hashes) or faiss's multi-hash (0.25 GiB; it releases the GIL, so a co_located ingress serves more lookups at once)")
     seed: int = 1234
 
 

@@ -1,6 +1,7 @@
 """Index types chosen from the data, and their search against exact answers."""
 
 import numpy as np
+import pytest
 
 from mediamatch.platform.index import Shard, choose_params, deserialize, merge_results, serialize, train_index
 from mediamatch.platform.settings import IndexSettings
@@ -20,7 +21,8 @@ def test_choose_params_follows_count_and_dimension():
     assert choose_params(SIGNAL_TYPES["md5"], 10**9, settings).type == "exact"
 
 
-def test_multihash_finds_everything_within_the_threshold():
+@pytest.mark.parametrize("binary_index", ["postings", "faiss_multihash"])
+def test_multihash_finds_everything_within_the_threshold(binary_index):
     rng = np.random.default_rng(1)
     hashes = rng.integers(0, 256, size=(20_000, 32), dtype=np.uint8)
     ids = [f"e{i}" for i in range(len(hashes))]
@@ -28,8 +30,10 @@ def test_multihash_finds_everything_within_the_threshold():
     for i, row in enumerate(bits):
         row[rng.choice(256, size=i % 32, replace=False)] ^= 1  # 0..31 bits away
     queries = np.packbits(bits, axis=1)
-    params = choose_params(PDQ, len(hashes), IndexSettings(flat_max=1000))
-    multihash = Shard.build(params, ids, hashes, None).search(queries, 100, 31)
+    params = choose_params(PDQ, len(hashes), IndexSettings(flat_max=1000, binary_index=binary_index))
+    assert params.type == {"postings": "binary_postings", "faiss_multihash": "binary_multihash"}[binary_index]
+    built = Shard.build(params, ids, hashes, None)
+    multihash = Shard.of(params, built.entry_ids, index=deserialize(params, serialize(built.index))).search(queries, 100, 31)  # as a searcher loads it
     exact = Shard.build(params.model_copy(update={"type": "binary_flat"}), ids, hashes, None).search(queries, 100, 31)
     assert multihash == exact
     assert all(hits[0][0] == f"e{i}" for i, hits in enumerate(exact))

@@ -48,6 +48,19 @@ def bank_photos(catalog: Catalog, bank: str, photos: list[bytes]) -> list[Entry]
     return catalog.add_entries(bank, entries)
 
 
+
+def test_faiss_multihash_by_setting_is_built_checked_and_searched(tmp_path, ray_session, photo_corpus):
+    """`index.binary_index: faiss_multihash` builds PDQ shards with faiss's multi-hash (exact
+    within the radius, as the default postings), and the job checks its recall the same way."""
+    store = ObjectStore(str(tmp_path))
+    catalog = Catalog(store)
+    catalog.create_bank("photos")
+    entries = bank_photos(catalog, "photos", photo_corpus)
+    pdq = reindex(settings_for(store, binary_index="faiss_multihash"), ["pdq"], store=store)["pdq"]
+    assert pdq.params.type == "binary_multihash" and pdq.recall_at_10 == 1.0 and "vs exact search" in pdq.recall_method
+    hits = search(store, PDQ, [e.signals["pdq"] for e in entries], 100, 31)
+    assert all(e.entry_id in {h for h, _ in row} for e, row in zip(entries, hits))
+
 def test_round_trip(store, ray_session, photo_corpus, text_corpus):
     catalog = Catalog(store)
     catalog.create_bank("photos", labels=["test"])
