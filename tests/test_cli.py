@@ -117,7 +117,7 @@ def test_http_mode_bank_add_and_match(service, photo_corpus, tmp_path):
     assert added.exit_code == 0 and "added 1 entries to cli-http: e_" in added.output
     entry_id = added.output.strip().rsplit(" ", 1)[1]
     matched = runner.invoke(cli, ["match", str(photo), "--url", service.url, "--banks", "cli-http"], catch_exceptions=False)
-    assert matched.exit_code == 0 and entry_id in matched.output and "4 matches" in matched.output  # pdq, md5, image_embedding, keypoints
+    assert matched.exit_code == 0 and entry_id in matched.output and "5 matches" in matched.output  # pdq, md5, image_embedding, keypoints, fused
     text = runner.invoke(cli, ["match", "--text", "nothing like it was ever banked", "--url", service.url, "--json"], catch_exceptions=False)
     assert text.exit_code == 0 and '"content_type": "text"' in text.output
     # errors from the service are one line and exit 1; nothing is banked into an unknown bank

@@ -29,7 +29,7 @@ async def signal_types(request: Request, ingress: IngressDep) -> dict[str, list[
             SignalTypeOut(name=s.name, content_types=sorted(s.content_types), index_kind=s.index_kind, unit=s.unit,
                           default_threshold=s.default_threshold, threshold=ingress.threshold(s))
             for s in [*ingress.served, *ingress.stored]
-        ] + ([SignalTypeOut(name=FUSED, content_types=["photo"], index_kind="fusion", unit=ingress.fused.unit,
+        ] + ([SignalTypeOut(name=FUSED, content_types=list(ingress.fused.content_types), index_kind=ingress.fused.index_kind, unit=ingress.fused.unit,
                             default_threshold=ingress.fused.default_threshold, threshold=ingress.threshold(ingress.fused),
                             params=ingress.fused.fusion.model_dump())] if ingress.fused else [])
     }
@@ -138,7 +138,7 @@ def verification_candidates(ingress, found: dict[str, tuple]) -> dict[str, str]:
     candidates: dict[str, str] = {}
     for name, (_, hits) in found.items():
         radius = ingress.settings.verify.candidate_radius(name, ingress.threshold(get_signal_type(name)))
-        candidates.update((entry_id, bank) for entry_id, bank, distance, _ in [h for h in hits if h[2] <= radius][: ingress.settings.verify.candidates])
+        candidates.update((h[0], h[1]) for h in [h for h in hits if h[2] <= radius][: ingress.settings.verify.candidates])
     return candidates
 
 
@@ -161,7 +161,7 @@ def fused_matches(ingress, fused: FusedType, found: dict[str, tuple], part: str 
     turns = {h[0]: h[3] for h in reversed(found.get("pdq", (None, []))[1])}  # the nearest dihedral form's
     evidence = fused.fusion.gathered({name: [(h[0], h[2]) for h in hits] for name, (_, hits) in found.items()})
     scores = fused.fusion.scores(list(evidence.values())) if evidence else []
-    hits = sorted(((e, banks[e], fused.score(float(p)), turns.get(e)) for e, p in zip(evidence, scores)), key=lambda h: h[2])
+    hits = sorted(((e, banks[e], round(1.0 - float(p), 6), turns.get(e)) for e, p in zip(evidence, scores)), key=lambda h: h[2])
     return to_matches(ingress, fused, hits, part, evidence)
 
 
