@@ -386,12 +386,8 @@ class Shard:
         self.times = np.concatenate([self.times, np.asarray(times if times is not None else np.zeros(len(entry_ids)), dtype=np.float32)])
         self._by_id = None
 
-    def live(self, row: int, only_banks: set[str] | None = None) -> bool:
-        """Whether a row may match: its entry and bank enabled (and its bank among `only_banks`)."""
-        return bool(self.live_rows(np.asarray([row]), only_banks)[0])
-
     def live_rows(self, rows: np.ndarray, only_banks: set[str] | None = None) -> np.ndarray:
-        """`live` of many rows at once (a bool mask)."""
+        """Which rows may match (a bool mask): their entry and bank enabled (and their bank among `only_banks`)."""
         ok = np.ones(len(rows), dtype=bool) if self.enabled is None else self.enabled[rows]
         if self.bank_codes is None:
             return ok & (only_banks is None)
@@ -477,8 +473,7 @@ def id_array(ids) -> np.ndarray:
     padded with NULs that numpy strips), converted in Arrow: no Python object per id."""
     if isinstance(ids, np.ndarray) and ids.dtype.kind == "S":
         return ids
-    array = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids if isinstance(ids, pa.Array) else pa.array(list(ids), pa.string())
-    raw = array.cast(pa.binary())
+    raw = string_array(ids).cast(pa.binary())
     lengths = pc.binary_length(raw)
     width = max(1, pc.max(lengths).as_py() or 0)
     padding = pc.binary_repeat(pa.scalar(b"\0"), pc.subtract(pa.scalar(width, lengths.type), lengths))
@@ -488,10 +483,16 @@ def id_array(ids) -> np.ndarray:
 
 def bank_column(banks) -> tuple[np.ndarray, list[str]]:
     """A bank name per row (a list, numpy or Arrow array) as small integer codes into the list of names."""
-    array = banks.combine_chunks() if isinstance(banks, pa.ChunkedArray) else banks if isinstance(banks, pa.Array) else pa.array(list(banks), pa.string())
-    encoded = array.dictionary_encode()
+    encoded = string_array(banks).dictionary_encode()
     names = encoded.dictionary.to_pylist()
     return encoded.indices.to_numpy(zero_copy_only=False).astype(code_type(len(names))), names
+
+
+def string_array(values) -> pa.Array:
+    """A list, numpy or (chunked) Arrow array of str as one Arrow array."""
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks()
+    return values if isinstance(values, pa.Array) else pa.array(list(values), pa.string())
 
 
 def code_type(names: int) -> np.dtype:

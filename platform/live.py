@@ -260,8 +260,8 @@ class LiveIndex:
         with state.lock:
             for entry_id in entry_ids:
                 for shard, rows in state.locate(entry_id):
-                    live = [r for r in rows.tolist() if shard.live(r)]
-                    if live:
+                    live = rows[shard.live_rows(rows)]
+                    if len(live):
                         out[entry_id] = shard.values[live[-1]]
         return out
 
