@@ -83,23 +83,25 @@ def distinct(items: Iterable[tuple[str, bytes]], limit: int | None = None) -> li
         if min(image.size) < MIN_SIDE or digest in seen:
             continue
         variants = picture_hashes(image)
-        if closest(variants, hashes) <= SAME_PICTURE or same_drawing(image, features):
+        if closest(variants, hashes) <= SAME_PICTURE:
+            continue
+        query = verify.query_features(image)  # the image's keypoints and its mirror image's
+        if same_drawing(query, features):
             continue
         seen.add(digest)
         if variants[0] is not None:
             hashes.append(variants[0])
-        features.append(verify.extract(image))
+        features.append(query[0])
         images.append((name, image))
     return images
 
 
-def same_drawing(image: Image.Image, kept: Sequence) -> bool:
-    """Whether the image's keypoints (or its mirror image's) fit one of `kept` with as many
-    inliers as a `keypoints` match needs: about 1 ms a kept image."""
+def same_drawing(query: tuple, kept: Sequence) -> bool:
+    """Whether an image's keypoints or its mirror image's (`verify.query_features`) fit one of
+    `kept` with as many inliers as a `keypoints` match needs: about 1 ms a kept image."""
     from ..signals.keypoints import inliers_of
 
     least = inliers_of(get_signal_type("keypoints").default_threshold)
-    query = verify.query_features(image)
     return any(verify.verify(query, other).inliers >= least for other in kept)
 
 
