@@ -71,18 +71,24 @@ def _json_member(name: str, values: pa.ChunkedArray, is_json: bool) -> pa.Chunke
     return pc.binary_join_element_wise(json.dumps(name) + ": ", values, "")
 
 
-def id_bytes(ids: pa.ChunkedArray) -> np.ndarray:
-    """Entry ids as a numpy array of bytes: a copy of Arrow's buffer where all ids have one
-    length (those this service makes do), else through Python objects."""
-    lengths = pc.binary_length(ids)
-    width = pc.max(lengths).as_py() or 0
-    if len(ids) == 0 or ids.null_count or pc.min(lengths).as_py() != width:
-        return pc.cast(ids, pa.binary()).to_numpy(zero_copy_only=False).astype(np.bytes_)
-    parts = []
-    for chunk in ids.chunks:
-        offsets = np.frombuffer(chunk.buffers()[1], np.int32, len(chunk) + 1, chunk.offset * 4)
-        parts.append(np.frombuffer(chunk.buffers()[2], f"S{width}", len(chunk), int(offsets[0])).copy())
-    return np.concatenate(parts) if parts else np.empty(0, f"S{width}")
+def id_array(ids) -> np.ndarray:
+    """Entry ids (a list, numpy or Arrow array of str) as fixed-width UTF-8 bytes (numpy 'S',
+    padded with NULs that numpy strips), converted in Arrow: no Python object per id."""
+    if isinstance(ids, np.ndarray) and ids.dtype.kind == "S":
+        return ids
+    raw = string_array(ids).cast(pa.binary())
+    lengths = pc.binary_length(raw)
+    width = max(1, pc.max(lengths).as_py() or 0)
+    padding = pc.binary_repeat(pa.scalar(b"\0"), pc.subtract(pa.scalar(width, lengths.type), lengths))
+    fixed = pc.binary_join_element_wise(raw, padding, b"").cast(pa.binary(width))
+    return np.frombuffer(fixed.buffers()[1], dtype=f"S{width}", count=len(fixed), offset=fixed.offset * width) if len(fixed) else np.zeros(0, f"S{width}")
+
+
+def string_array(values) -> pa.Array:
+    """A list, numpy or (chunked) Arrow array of str as one Arrow array."""
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks()
+    return values if isinstance(values, pa.Array) else pa.array(list(values), pa.string())
 
 
 def entry_of(row: dict[str, Any], bank: str) -> dict[str, Any]:
@@ -107,7 +113,7 @@ class Segment:
         """`ids`: the table's ids in its row order, as bytes (computed when not given)."""
         self.table = table
         if ids is None:
-            ids = id_bytes(table.column("entry_id"))
+            ids = id_array(table.column("entry_id"))
         # ids are time-ordered, so one writer's batches arrive sorted and a merge is a concatenation
         self.order = None if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])) else np.argsort(ids, kind="stable")
         self.ids = ids if self.order is None else ids[self.order]

@@ -22,9 +22,9 @@ from typing import Literal, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import BaseModel
 
+from .entries import id_array, string_array
 from .settings import IndexSettings
 from .signals import SignalType
 
@@ -468,31 +468,11 @@ def row_flags(table: pa.Table) -> dict:
     }
 
 
-def id_array(ids) -> np.ndarray:
-    """Entry ids (a list, numpy or Arrow array of str) as fixed-width UTF-8 bytes (numpy 'S',
-    padded with NULs that numpy strips), converted in Arrow: no Python object per id."""
-    if isinstance(ids, np.ndarray) and ids.dtype.kind == "S":
-        return ids
-    raw = string_array(ids).cast(pa.binary())
-    lengths = pc.binary_length(raw)
-    width = max(1, pc.max(lengths).as_py() or 0)
-    padding = pc.binary_repeat(pa.scalar(b"\0"), pc.subtract(pa.scalar(width, lengths.type), lengths))
-    fixed = pc.binary_join_element_wise(raw, padding, b"").cast(pa.binary(width))
-    return np.frombuffer(fixed.buffers()[1], dtype=f"S{width}", count=len(fixed), offset=fixed.offset * width) if len(fixed) else np.zeros(0, f"S{width}")
-
-
 def bank_column(banks) -> tuple[np.ndarray, list[str]]:
     """A bank name per row (a list, numpy or Arrow array) as small integer codes into the list of names."""
     encoded = string_array(banks).dictionary_encode()
     names = encoded.dictionary.to_pylist()
     return encoded.indices.to_numpy(zero_copy_only=False).astype(code_type(len(names))), names
-
-
-def string_array(values) -> pa.Array:
-    """A list, numpy or (chunked) Arrow array of str as one Arrow array."""
-    if isinstance(values, pa.ChunkedArray):
-        return values.combine_chunks()
-    return values if isinstance(values, pa.Array) else pa.array(list(values), pa.string())
 
 
 def code_type(names: int) -> np.dtype:
