@@ -32,9 +32,14 @@ class Metric:
         extra = {"buckets": buckets} if kind == "histogram" else {}
         self.local = KINDS[kind](name, description, list(tags), registry=REGISTRY, **extra)
         self._ray: Any = None  # made in the replica at its first record (a driver importing this has no replica)
+        self._bound: dict[tuple, Bound] = {}  # per tag values: a request's metrics do no label lookup
 
     def labels(self, *values: str, **tags: str) -> "Bound":
-        return Bound(self, {**dict(zip(self.tags, map(str, values))), **{k: str(v) for k, v in tags.items()}})
+        key = (values, tuple(tags.items()))
+        bound = self._bound.get(key)
+        if bound is None:
+            bound = self._bound[key] = Bound(self, {**dict(zip(self.tags, map(str, values))), **{k: str(v) for k, v in tags.items()}})
+        return bound
 
     def ray_metric(self) -> Any:
         if self._ray is None:
