@@ -1,5 +1,5 @@
-"""The match graph: Ingress -> signal deployments and every searcher slot (and the one RateLimits
-replica the ingress replicas lease tokens from), built from settings.
+"""The match graph: Ingress -> signal deployments and every searcher slot (and, when a token has
+a rate, the one RateLimits replica the ingress replicas lease tokens from), built from settings.
 
 The layout (`serve.layout`) decides how signal types share deployments: `compact` runs one
 Embedder for every model and one Searcher per slot for every signal type; `co_located` (the
@@ -124,6 +124,12 @@ def verifies(settings: Settings) -> bool:
     return settings.verify.enabled and "keypoints" in served_types(settings)
 
 
+def shares_rate_limits(settings: Settings) -> bool:
+    """Whether the application runs the RateLimits deployment: when some token has a rate (without
+    one, no request is ever limited, and a replica would hold memory for nothing)."""
+    return any(token.rate_per_second for token in settings.tokens)
+
+
 def group_name(kind: str, types: list[str], settings: Settings) -> str:
     """`Embedder` / `Searcher` for a compact or co_located layout's group, `Embedder-<type>` / `Searcher-<type>` for one type's."""
     return f"{kind}-{types[0]}" if settings.serve.layout == "per_signal_type" else kind
@@ -137,7 +143,7 @@ def deployment_names(settings: Settings) -> list[str]:
     """Every deployment `build_app` makes, by the names a Serve config refers to them."""
     embedders, searchers = stage_groups(settings)
     return (
-        ["Ingress", "RateLimits", "Hasher"]
+        ["Ingress", *(["RateLimits"] if shares_rate_limits(settings) else []), "Hasher"]
         + [group_name("Embedder", g, settings) for g in embedders]
         + [searcher_name(group_name("Searcher", g, settings), slot) for g in searchers for slot in range(settings.serve.search_slots)]
         + (["Verifier"] if verifies(settings) else [])
@@ -162,7 +168,7 @@ def build_app(settings: Settings) -> Application:
         searchers.append([in_ingress(settings), None])  # searched in the ingress
     verifier = Verifier.options(**deployment_options(serve_cfg.verifier, "Verifier", serve_cfg.access_log)).bind(config) if verifies(settings) else None
     stored = [n for n in served_types(settings) if not SIGNAL_TYPES[n].searched]  # computed and kept at banking, never searched
-    limits = RateLimits.options(logging_config={"enable_access_log": serve_cfg.access_log}).bind()
+    limits = RateLimits.options(logging_config={"enable_access_log": serve_cfg.access_log}).bind() if shares_rate_limits(settings) else None
     return Ingress.options(**ingress_options(serve_cfg.ingress, serve_cfg.access_log)).bind(config, computers, searchers, limits, stored, verifier)
 
 

@@ -53,15 +53,18 @@ class Ingress:
         types, one handle per slot] of each searcher group (see `app.stage_groups`), or None:
         this replica searches them itself (`co_located`, see `InProcess`); `stored`:
         the types computed at banking and never searched (keypoints); `verifier`: the Verifier's
-        handle (None: photo candidates are not verified)."""
+        handle (None: photo candidates are not verified); `rate_limits`: the RateLimits handle
+        (None: no token has a rate)."""
         self.settings = Settings(**settings)
         configure_signal_types(self.settings)  # thresholds of model signals come with their model
         self.store = ObjectStore.from_settings(self.settings)
         self.catalog = Catalog(self.store)
         self.catalog_error: str | None = None
+        self._next_refresh: asyncio.Task | None = None  # the refresh that requests arriving now share (see caught_up)
+        self._refreshing: asyncio.Task | None = None
         self.follow_catalog()  # load it now (a store that is down only delays readiness)
         self.auth = Authenticator(self.settings.tokens)
-        self.limiter = SharedRateLimiter(rate_limits.take.remote)  # a team's rate holds across every ingress replica
+        self.limiter = SharedRateLimiter(rate_limits.take.remote) if rate_limits is not None else None  # a team's rate holds across every ingress replica
         self.computers = {tuple(types): handle for types, handle in computers}
         self.searchers = {tuple(types): handles or [InProcess(ShardSearcher.func_or_class(settings, types, 0, 1))] for types, handles in searchers}
         self.served = [get_signal_type(name) for types in self.searchers for name in types]
@@ -86,12 +89,27 @@ class Ingress:
             log.warning("catalog not refreshed, answering from commit %d: %s", self.catalog.seq, exc)
             return self.catalog.seq
 
+    async def caught_up(self) -> int:
+        """`follow_catalog` for a request: by a refresh that begins after the request arrived, so
+        it sees every commit made before (read-your-writes across replicas). The requests that
+        arrive while one refresh runs share the next, rather than a read of the store each."""
+        if self._next_refresh is None:
+            self._next_refresh = asyncio.ensure_future(self._refresh_after(self._refreshing))
+        return await asyncio.shield(self._next_refresh)
+
+    async def _refresh_after(self, previous: asyncio.Task | None) -> int:
+        if previous is not None:
+            await asyncio.wait([previous])
+        self._next_refresh, self._refreshing = None, asyncio.current_task()  # who arrives from now needs a later one
+        return await self.run(self.follow_catalog)
+
     async def principal(self, request, authorization: str | None = None) -> Principal:
         """The calling team (401 without a known token), within its rate limit (429); by the
         request's Authorization header, or by `authorization` (the console's login cookie)."""
         authorization = request.headers.get("authorization") or authorization
         who = self.auth.authenticate(authorization, request.client.host if request.client else None)
-        await self.limiter.check(who)
+        if self.limiter is not None:
+            await self.limiter.check(who)
         return who
 
     async def run(self, fn, *args, **kwargs):

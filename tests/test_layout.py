@@ -11,10 +11,13 @@ TYPES = ["pdq", "md5", "image_embedding", "keypoints"]
 def test_each_layout_names_its_deployments(local_store):
     names = {layout: deployment_names(Settings(storage=local_store.uri, serve={"signal_types": TYPES, "layout": layout}))
              for layout in ("compact", "co_located", "per_signal_type")}
-    assert names["compact"] == ["Ingress", "RateLimits", "Hasher", "Embedder", "Searcher-0", "Verifier"]
+    assert names["compact"] == ["Ingress", "Hasher", "Embedder", "Searcher-0", "Verifier"]
     assert names["co_located"] == names["compact"]  # its Searcher holds only the model type
-    assert names["per_signal_type"] == ["Ingress", "RateLimits", "Hasher", "Embedder-image_embedding",
+    assert names["per_signal_type"] == ["Ingress", "Hasher", "Embedder-image_embedding",
                                         "Searcher-pdq-0", "Searcher-md5-0", "Searcher-image_embedding-0", "Verifier"]
+    rated = [{"team": "t", "token_sha256": "0" * 64, "roles": ["match"], "rate_per_second": 5}]
+    assert deployment_names(Settings(storage=local_store.uri, tokens=rated, serve={"signal_types": TYPES}))[:3] == ["Ingress", "RateLimits", "Hasher"]
+    assert build_app(Settings(storage=local_store.uri, serve={"signal_types": TYPES}))._bound_deployment.init_args[3] is None  # no token has a rate
     co_located = Settings(storage=local_store.uri, serve={"signal_types": TYPES, "layout": "co_located"})
     assert in_ingress(co_located) == ["pdq", "md5"]
     ingress = build_app(co_located)._bound_deployment

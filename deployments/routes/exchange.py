@@ -106,7 +106,7 @@ async def import_status(request: Request, bank: str, job_id: str, ingress: Ingre
             responses={200: {"content": {t: {} for t in EXPORT_MEDIA_TYPES.values()}, "description": "the bank's enabled entries"}})
 async def export_bank(request: Request, bank: str, ingress: IngressDep, format: str = Query("csv", pattern="^(" + "|".join(FORMATS) + ")$")) -> StreamingResponse:
     (await ingress.principal(request)).require_reader(bank)
-    await ingress.run(ingress.follow_catalog)
+    await ingress.caught_up()
     await ingress.run(ingress.catalog.get_bank, bank)  # 404 now, not half-way through a stream
     suffix = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}[format]
     return StreamingResponse(export_chunks(ingress.catalog, bank, format), media_type=EXPORT_MEDIA_TYPES[format],

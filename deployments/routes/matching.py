@@ -69,7 +69,7 @@ async def match_parts(ingress, who: Principal, parts, banks: list[str] | None, r
     """Every banked entry that the parts (see `parts_of`) match, in the banks `who` may search."""
     started = time.perf_counter() if started is None else started
     named, banks = banks, who.scope(banks)  # only granted banks are searched
-    seq = await ingress.run(ingress.follow_catalog)  # searchers apply at least this much of the catalog
+    seq = await ingress.caught_up()  # searchers apply at least this much of the catalog
     unknown = [bank for bank in named or () if bank not in ingress.catalog.banks]
     if unknown:
         raise NotFound(f"no bank named {unknown[0]!r}")
