@@ -25,6 +25,7 @@ from . import metrics
 log = logging.getLogger("ray.serve")
 
 Search = dict[str, Any]  # signal_type, values (canonical), k, radius, banks (or None), min_seq
+LOOP_VALUES = 16  # at most this many query values in a batch searched on the event loop (see `_on_loop`)
 
 
 @serve.deployment
@@ -70,7 +71,19 @@ class ShardSearcher:
         the version searched and the hits of each value (`LiveIndex.search_values`': a query's
         forms included, the form that hit named). Searches of one signal type with the
         same bank filter share one faiss call, across the batch."""
+        if self._on_loop(calls):
+            return self._search_calls(calls)
         return await asyncio.to_thread(self._search_calls, calls)
+
+    def _on_loop(self, calls: list[list[Search]]) -> bool:
+        """Whether to search this batch on the event loop rather than in a thread: a few values
+        of hash indexes, which read nothing from the store (`LiveIndex.quick`). Their numpy and
+        Python code holds the GIL, so a thread buys no parallelism and trades the GIL with the
+        loop at every switch interval (measured at 1M PDQ hashes, 8 clients, co_located: 425
+        req/s and a 12.7 ms search call in a thread, 614 req/s and 3.4 ms on the loop)."""
+        searches = [search for call in calls for search in call]
+        return sum(len(s["values"]) for s in searches) <= LOOP_VALUES and all(
+            self.live[s["signal_type"]].quick(s.get("min_seq", 0)) for s in searches if s["signal_type"] in self.live)
 
     def _search_calls(self, calls: list[list[Search]]) -> list[list[dict[str, Any]]]:
         flat = [search for call in calls for search in call]

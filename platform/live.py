@@ -199,6 +199,12 @@ class LiveIndex:
                     best[value][entry] = (entry, bank, distance, st.forms[form] if form else None)
         return version, [sorted(found.values(), key=lambda h: h[2])[:k] for found in best]
 
+    def quick(self, min_seq: int = 0) -> bool:
+        """Whether searching a value now is short work that holds the GIL: a hash index (not a
+        float one, whose faiss search releases the GIL; not a bag, of many rows each) that has
+        applied the catalog up to `min_seq` (no catch-up reading the store)."""
+        return self.signal_type.index_kind != "float" and not self.signal_type.bag and self.state.seq >= min_seq
+
     def search(self, queries: np.ndarray, k: int, radius: float, banks: set[str] | None = None, min_seq: int = 0) -> tuple[str | None, list[list[Hit]]]:
         """Per query row, up to k (entry_id, bank, distance, None) within `radius`, nearest first,
         from the published shards and the delta, after applying the catalog up to `min_seq`."""

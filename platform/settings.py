@@ -28,7 +28,7 @@ class IndexSettings(BaseModel):
     train_per_list: int = Field(64, ge=39, description="training vectors per IVF list")
     binary_index: Literal["postings", "faiss_multihash"] = Field(
         "postings", description="hash indexes above flat_max, both exact within the match radius: numpy postings (0.11 GiB per "
-        "1M PDQ hashes) or faiss's multi-hash (0.25 GiB; it releases the GIL, so a co_located ingress serves more lookups at once)")
+        "1M PDQ hashes) or faiss's multi-hash (0.25 GiB)")
     seed: int = 1234
 
 

@@ -135,3 +135,16 @@ def test_published_postings_answer_dihedral_queries_as_exact_search(local_store)
     hits = [h for row in answers[0] for h in row]
     assert {h[3] for h in hits} - {None} and any(h[0].startswith("e_") for h in hits) and any(h[0].startswith("p") for h in hits)
     assert all(h[2] <= 31 and int(h[0][1:]) % 2 == 0 for h in hits if h[0].startswith("p"))
+
+
+def test_quick_searches_are_hash_indexes_that_need_no_catch_up(local_store):
+    """What a searcher may search on its event loop (`ShardSearcher._on_loop`): hash indexes
+    caught up with the request's commit; a float index, a bag, or a catch-up go to a thread."""
+    catalog = Catalog(local_store)
+    catalog.create_bank("a")
+    live = {name: LiveIndex(local_store, SIGNAL_TYPES[name]) for name in ("pdq", "md5", "image_embedding", "vpdq")}
+    seq = catalog.seq
+    assert [name for name, index in live.items() if index.quick(seq)] == ["pdq", "md5"]
+    (x,) = add(catalog, "a", hashes(1, 3))
+    assert not live["pdq"].quick(catalog.seq)  # behind the write: the search would read the log first
+    assert found(live["pdq"], x.signals["pdq"]) == [x.entry_id] and live["pdq"].quick(catalog.seq)
