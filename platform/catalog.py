@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field, field_validator
 
 from .commitlog import CommitLog
-from .entries import ENTRY_SCHEMA, SIGNAL_COLUMN, BankEntries, batch_segment
+from .entries import ENTRY_SCHEMA, SIGNAL_COLUMN, BankEntries, batch_segment, release_unused_memory
 from .errors import Conflict, InvalidInput, NotFound
 from .media import CONTENT_TYPES
 from .storage import ObjectStore, sha256_hex
@@ -121,12 +121,16 @@ class Catalog:
     def refresh(self) -> int:
         """Catch up with every commit since the last refresh; returns the sequence number seen."""
         with self._lock:
-            if not self._loaded:
+            bulky = not self._loaded
+            if bulky:
                 self._load_snapshot()
                 self._loaded = True
             for seq, record in self.log.read_after(self.seq):
                 self._apply(record)
                 self.seq = seq
+                bulky = bulky or "entries_file" in record
+            if bulky:
+                release_unused_memory()
             return self.seq
 
     def _apply(self, record: dict[str, Any]) -> None:

@@ -71,6 +71,12 @@ def _json_member(name: str, values: pa.ChunkedArray, is_json: bool) -> pa.Chunke
     return pc.binary_join_element_wise(json.dumps(name) + ": ", values, "")
 
 
+def release_unused_memory() -> None:
+    """Give back to the system what Arrow's allocator keeps from a large load's temporaries (Parquet
+    reads, string joins): at 1M catalog entries, ~140 MiB of a replica's RSS. After loads, not per request."""
+    pa.default_memory_pool().release_unused()
+
+
 def id_array(ids) -> np.ndarray:
     """Entry ids (a list, numpy or Arrow array of str) as fixed-width UTF-8 bytes (numpy 'S',
     padded with NULs that numpy strips), converted in Arrow: no Python object per id."""

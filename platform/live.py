@@ -21,6 +21,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .catalog import LOG_PREFIX, batch_signal, snapshot_folder
+from .entries import release_unused_memory
 from .commitlog import CommitLog
 from .errors import StorageError
 from .index import IndexParams, Shard
@@ -75,6 +76,7 @@ class LiveIndex:
         self._pointer_seq = 0
         self._swap = threading.Lock()
         self.state = self.load(self._published())
+        release_unused_memory()
 
     # -- loading and swapping ------------------------------------------------------------------
     def _published(self) -> str | None:
@@ -112,6 +114,8 @@ class LiveIndex:
             self.catch_up(fresh)
             old, self.state = self.state, fresh
         log.info("%s slot %d: swapped %s for %s (%d entries, %d live)", self.signal_type.name, self.slot, old.version, fresh.version, fresh.count, len(fresh.delta))
+        del old
+        release_unused_memory()  # the old version's (once no search holds it)
         return True
 
     # -- following the catalog -----------------------------------------------------------------
