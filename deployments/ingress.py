@@ -60,8 +60,7 @@ class Ingress:
         self.store = ObjectStore.from_settings(self.settings)
         self.catalog = Catalog(self.store)
         self.catalog_error: str | None = None
-        self._next_refresh: asyncio.Task | None = None  # the refresh that requests arriving now share (see caught_up)
-        self._refreshing: asyncio.Task | None = None
+        self.caught_up = Coalesced(self.follow_catalog)  # a request's refresh: shared while one runs
         self.follow_catalog()  # load it now (a store that is down only delays readiness)
         self.auth = Authenticator(self.settings.tokens)
         self.limiter = SharedRateLimiter(rate_limits.take.remote) if rate_limits is not None else None  # a team's rate holds across every ingress replica
@@ -88,20 +87,6 @@ class Ingress:
             self.catalog_error = str(exc)
             log.warning("catalog not refreshed, answering from commit %d: %s", self.catalog.seq, exc)
             return self.catalog.seq
-
-    async def caught_up(self) -> int:
-        """`follow_catalog` for a request: by a refresh that begins after the request arrived, so
-        it sees every commit made before (read-your-writes across replicas). The requests that
-        arrive while one refresh runs share the next, rather than a read of the store each."""
-        if self._next_refresh is None:
-            self._next_refresh = asyncio.ensure_future(self._refresh_after(self._refreshing))
-        return await asyncio.shield(self._next_refresh)
-
-    async def _refresh_after(self, previous: asyncio.Task | None) -> int:
-        if previous is not None:
-            await asyncio.wait([previous])
-        self._next_refresh, self._refreshing = None, asyncio.current_task()  # who arrives from now needs a later one
-        return await self.run(self.follow_catalog)
 
     async def principal(self, request, authorization: str | None = None) -> Principal:
         """The calling team (401 without a known token), within its rate limit (429); by the
@@ -199,6 +184,29 @@ def fused_type(served: set[str], verifier: Any) -> FusedType | None:
     if fusion is None or fusion.threshold is None or not set(fusion.scales) <= served | {"keypoints"}:
         return None
     return FusedType(fusion)
+
+
+class Coalesced:
+    """`await it()`: `fn()` run in a thread, begun after the call (so it sees every change made
+    before: a request's catalog refresh keeps read-your-writes across replicas), and shared by
+    the calls that arrive while an earlier run is still going (one store read for them all,
+    not one each)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.next: asyncio.Task | None = None  # the run that calls arriving now will share
+        self.running: asyncio.Task | None = None
+
+    async def __call__(self):
+        if self.next is None:
+            self.next = asyncio.ensure_future(self._after(self.running))
+        return await asyncio.shield(self.next)
+
+    async def _after(self, previous: asyncio.Task | None):
+        if previous is not None:
+            await asyncio.wait([previous])
+        self.next, self.running = None, asyncio.current_task()  # calls arriving from now need a later run
+        return await asyncio.to_thread(self.fn)
 
 
 class InProcess:
