@@ -238,10 +238,13 @@ class BinaryPostings:
         rows of their probed postings (lo:hi per query and probe) and the unsorted rows."""
         which, positions = gather_ranges(lo.ravel(), hi.ravel())
         query = np.concatenate([which // lo.shape[1], np.repeat(np.arange(len(queries)), len(unsorted))])
-        rows = np.concatenate([self.rows.ravel()[positions], np.tile(unsorted, len(queries))])
-        differ = self.codes.view(np.uint64)[rows]
-        differ ^= queries.view(np.uint64)[query]
-        distance = np.bitwise_count(differ).sum(1, dtype=np.int32)
+        rows = np.concatenate([np.take(self.rows.ravel(), positions), np.tile(unsorted, len(queries))])
+        differ = np.take(self.codes.view(np.uint64), rows, axis=0)  # take: 2x faster than indexing here
+        differ ^= np.take(queries.view(np.uint64), query, axis=0)
+        bits = np.bitwise_count(differ)
+        distance = bits[:, 0].astype(np.int32)
+        for word in range(1, bits.shape[1]):  # a column at a time: 2x faster than sum(1) over 4 words
+            distance += bits[:, word]
         near = distance < radius
         pairs, first = np.unique(query[near] * self.ntotal + rows[near], return_index=True)  # a row found in several chunks once
         return pairs // self.ntotal, distance[near][first], pairs % self.ntotal
