@@ -17,7 +17,8 @@ One run, one machine, the same data and the same client for every server:
      ingress replicas), `throughput` (RAY_SERVE_THROUGHPUT_OPTIMIZED=1: direct ingress, gRPC
      between replicas) and both together;
   2. the baseline, after Ray is shut down: `plain_server.py` under uvicorn, one process,
-     loading the same hashes into the same faiss index.
+     loading the same hashes into faiss's multi-hash index (the service's default index is its
+     own `binary_postings`, exact within the same radius: the same answers).
 For each server and request kind, closed-loop clients (threads, one HTTP session each) send
 requests for `--seconds` after a 2 s warm-up, at each concurrency: p50/p99 latency of every
 request and the achieved requests per second; where the time goes: the ingress's own
@@ -25,7 +26,9 @@ request and the achieved requests per second; where the time goes: the ingress's
 of its search calls (the hop to a Searcher, or the in-process search; from its /metrics).
 Kinds: `hash` (JSON `{"signals": {"pdq": ...}}`,
 a banked hash with 0-8 bits flipped) and `photo` (a multipart JPEG upload, decoded and hashed
-by the server). The servers' resident memory (the whole process tree) is sampled once loaded.
+by the server). The service hashes a query photo in its 8 dihedral forms; the plain server's
+`photo` hashes one, its `photo (dihedral)` (the `/dihedral` route) the 8 the service does, so
+that row's ratio is the platform's cost for the same work. The servers' resident memory (the whole process tree) is sampled once loaded.
 The client runs on the same 2 cores as the servers: read the figures as relative.
 """
 
@@ -308,6 +311,8 @@ def main() -> None:
             results["plain_rss_gib"] = tree_rss(server.pid)
             print(f"plain server up in {results['plain_start_seconds']} s, {results['plain_rss_gib']} GiB", flush=True)
             results["plain"] = run_loads(url, workloads, args.concurrencies, args.seconds, "plain")
+            dihedral = run_loads(url + "/dihedral", {"photo": photos}, args.concurrencies, args.seconds, "plain, dihedral")
+            results["plain_dihedral"] = {key.replace("photo", "photo (dihedral)"): value for key, value in dihedral.items()}
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -315,8 +320,8 @@ def main() -> None:
     print("\n| mode, layout | request | clients | serve p50 / p99 ms | in ingress p50 ms | search call mean ms | plain p50 / p99 ms | serve / plain req/s | p50 ratio | req/s ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for mode, served in results["serve"].items():
-        for key, s in served["loads"].items():
-            p = results["plain"][key]
+        for key, s in [*served["loads"].items(), *((k.replace("photo", "photo (dihedral)"), v) for k, v in served["loads"].items() if k.startswith("photo"))]:
+            p = {**results["plain"], **results["plain_dihedral"]}[key]
             kind, c = key.split("@")
             print(f"| {mode} | {kind} | {c} | {s['p50_ms']} / {s['p99_ms']} | {s['ingress_p50_ms']} | {s['search_mean_ms']} | {p['p50_ms']} / {p['p99_ms']} | {s['rps']} / {p['rps']} | "
                   f"{s['p50_ms'] / p['p50_ms']:.2f} | {s['rps'] / p['rps']:.2f} |")
