@@ -68,12 +68,19 @@ def ingress_options(config: DeploymentSettings, access_log: bool) -> dict[str, A
     return options
 
 
+# A stopping ingress replica with direct ingress (haproxy, throughput) keeps serving at least this
+# long so that external load balancers can deregister it: Serve's default is 30 s, which every
+# Ctrl-C of `mediamatch serve` waited out. A local instance has none (its HAProxy is Serve's own,
+# reconfigured within a second): 2 s. A cluster's nodes keep Serve's default.
+LOCAL_DRAIN = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
+
+
 def data_plane_env(mode: str) -> dict[str, str]:
     """The environment a local Ray instance starts with for data plane `mode` (every flag of the
     others off). HAProxy gets a folder and stats/metrics ports of its own, so that two
     instances on one machine (a test session and a `mediamatch serve`) do not collide."""
     flags = {name for env in DATA_PLANES.values() for name in env}
-    env = {name: "0" for name in flags} | DATA_PLANES[mode]
+    env = {name: "0" for name in flags} | DATA_PLANES[mode] | LOCAL_DRAIN
     if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
         # short: Serve puts the node's 56-character id below it, and a socket path has at most 97
         folder = tempfile.mkdtemp(prefix="mmhap-", dir="/tmp")
