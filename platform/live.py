@@ -21,8 +21,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from .catalog import LOG_PREFIX, batch_signal, snapshot_folder
-from .entries import release_unused_memory
 from .commitlog import CommitLog
+from .entries import release_unused_memory
 from .errors import StorageError
 from .index import IndexParams, Shard
 from .signals import SignalType
