@@ -65,11 +65,15 @@ def validation_response(errors: list[dict]) -> JSONResponse:
     return error_response(422, "invalid_request", f"{where + ': ' if where else ''}{first['msg']}")
 
 
-async def _mediamatch_error(request: Request, exc: MediamatchError) -> JSONResponse:
+def mediamatch_response(exc: MediamatchError) -> JSONResponse:
     response = error_response(exc.status, exc.code, str(exc))
     if getattr(exc, "retry_after", None):
         response.headers["Retry-After"] = str(exc.retry_after)
     return response
+
+
+async def _mediamatch_error(request: Request, exc: MediamatchError) -> JSONResponse:
+    return mediamatch_response(exc)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -155,7 +159,7 @@ class RequestGate:
             await _admission.enter()
         except Overloaded as exc:
             metrics.SHED.labels().inc()
-            return await (await _mediamatch_error(None, exc))(scope, receive, send)
+            return await mediamatch_response(exc)(scope, receive, send)
         try:
             await self.app(scope, receive, send)
         finally:
