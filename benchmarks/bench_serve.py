@@ -319,9 +319,11 @@ def main() -> None:
 
     print("\n| mode, layout | request | clients | serve p50 / p99 ms | in ingress p50 ms | search call mean ms | plain p50 / p99 ms | serve / plain req/s | p50 ratio | req/s ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    plain = {**results["plain"], **results["plain_dihedral"]}
     for mode, served in results["serve"].items():
-        for key, s in [*served["loads"].items(), *((k.replace("photo", "photo (dihedral)"), v) for k, v in served["loads"].items() if k.startswith("photo"))]:
-            p = {**results["plain"], **results["plain_dihedral"]}[key]
+        photos = {key.replace("photo", "photo (dihedral)"): load for key, load in served["loads"].items() if key.startswith("photo")}
+        for key, s in {**served["loads"], **photos}.items():
+            p = plain[key]
             kind, c = key.split("@")
             print(f"| {mode} | {kind} | {c} | {s['p50_ms']} / {s['p99_ms']} | {s['ingress_p50_ms']} | {s['search_mean_ms']} | {p['p50_ms']} / {p['p99_ms']} | {s['rps']} / {p['rps']} | "
                   f"{s['p50_ms'] / p['p50_ms']:.2f} | {s['rps'] / p['rps']:.2f} |")
