@@ -1,8 +1,10 @@
 """FAISS indexes for signals: choosing parameters from the data, building shards, searching them.
 
 Three kinds, chosen from the signal type and the number of vectors:
-- float vectors (cosine): exact `IndexFlatIP` below `flat_max`, else IVF-PQ with an exact
-  re-rank of its candidates (`IndexRefineFlat`), nprobe tuned on held-out queries;
+- float vectors (cosine): exact `IndexFlatIP` below `flat_max`, else IVF-PQ whose candidates
+  are re-ranked on a finer copy of the vectors (`IndexRefine`: float16 by default, half the
+  exact floats' memory; or 8-bit scalar quantized, or the exact floats), nprobe tuned on
+  held-out queries;
 - binary hashes (Hamming): exact `IndexBinaryFlat` below `flat_max`, else multi-index hashing
   over sorted postings in numpy (`BinaryPostings`), whose chunking makes every hash within the
   match radius a guaranteed candidate (pigeonhole), so range search stays exact at that radius;
@@ -16,9 +18,10 @@ integer codes into a list of names (no Python object per row).
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Callable, Iterable, Literal, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -51,6 +54,7 @@ class IndexParams(BaseModel):
     nbits: int | None = None
     nprobe: int | None = None
     refine_k_factor: float | None = None
+    refine: Literal["flat", "fp16", "sq8"] | None = None  # the re-rank's copy of the vectors (None: flat, versions before it)
     train_size: int | None = None
     nhash: int | None = None  # binary_postings: chunks of CHUNK_BITS bits
     nflip: int | None = None
@@ -87,7 +91,8 @@ def choose_params(signal_type: SignalType, count: int, settings: IndexSettings) 
         m=m,
         nbits=8,
         nprobe=max(1, nlist // 64),  # replaced by the tuned value after the build
-        refine_k_factor=16.0,  # exact re-rank of 16k PQ candidates: PQ codes alone rank near neighbours poorly
+        refine_k_factor=16.0,  # re-rank of 16k PQ candidates: PQ codes alone rank near neighbours poorly
+        refine=settings.refine,
         train_size=min(count, settings.train_per_list * nlist),
     )
 
@@ -101,7 +106,11 @@ def empty_index(params: IndexParams):
     if params.type == "ivfpq":
         quantizer = faiss.IndexFlatIP(params.dim)
         ivf = faiss.IndexIVFPQ(quantizer, params.dim, params.nlist, params.m, params.nbits, faiss.METRIC_INNER_PRODUCT)
-        index = faiss.IndexRefineFlat(ivf)
+        if params.refine in (None, "flat"):
+            index = faiss.IndexRefineFlat(ivf)
+        else:
+            codec = {"fp16": faiss.ScalarQuantizer.QT_fp16, "sq8": faiss.ScalarQuantizer.QT_8bit}[params.refine]
+            index = faiss.IndexRefine(ivf, faiss.IndexScalarQuantizer(params.dim, codec, faiss.METRIC_INNER_PRODUCT))
         index.k_factor = params.refine_k_factor
         return index
     if params.type == "binary_flat":
@@ -134,22 +143,37 @@ def train_index(params: IndexParams, sample: np.ndarray, use_gpu: bool | None = 
 
 
 def serialize(index) -> bytes:
+    buffer = io.BytesIO()
+    write_index(index, buffer.write)
+    return buffer.getvalue()
+
+
+def write_index(index, write: Callable[[bytes], object]) -> None:
+    """Write an index's file in parts through `write` (a file's or a hash's), never as one copy."""
     if isinstance(index, BinaryPostings):  # its codes: the postings are sorted again on loading
-        return index.codes.tobytes()
+        write(memoryview(index.codes).cast("B"))
+        return
     faiss = faiss_module()
+    writer = faiss.PyCallbackIOWriter(write)
     if isinstance(index, faiss.IndexBinary):
-        return faiss.serialize_index_binary(index).tobytes()
-    return faiss.serialize_index(index).tobytes()
+        faiss.write_index_binary(index, writer)
+    else:
+        faiss.write_index(index, writer)
 
 
 def deserialize(params: IndexParams, data: bytes):
-    array = np.frombuffer(data, dtype=np.uint8)
+    return read_index(params, io.BytesIO(data).read)
+
+
+def read_index(params: IndexParams, read: Callable[[int], bytes]):
+    """An index read from its file in parts (`read(n)`: a stream's), with the served nprobe."""
     if params.type == "binary_postings":
-        return BinaryPostings(params.dim, params.nflip, array)
+        return BinaryPostings(params.dim, params.nflip, np.frombuffer(read(-1), dtype=np.uint8))
     faiss = faiss_module()
+    reader = faiss.PyCallbackIOReader(read)
     if params.type.startswith("binary"):
-        return faiss.deserialize_index_binary(array)
-    index = faiss.deserialize_index(array)
+        return faiss.read_index_binary(reader)
+    index = faiss.read_index(reader)
     if params.nprobe:
         set_nprobe(index, params.nprobe)
     return index
@@ -157,18 +181,55 @@ def deserialize(params: IndexParams, data: bytes):
 
 def add_vectors(index, vectors: np.ndarray, use_gpu: bool | None = None):
     """Add vectors (ids = row order); on the GPU when faiss sees one and the index allows it."""
+    return add_chunks(index, [vectors], use_gpu)
+
+
+def add_chunks(index, chunks: Iterable[np.ndarray], use_gpu: bool | None = None):
+    """Add chunks of vectors in turn (ids = row order), never needing them all at once. With a GPU
+    (when faiss sees one), an IVF-PQ index's assignment and encoding run there, the index copied
+    over once for all the chunks; its re-rank copy stays on the CPU. Returns the index (a new one
+    after the GPU)."""
     faiss = faiss_module()
     if use_gpu is None:
         use_gpu = faiss.get_num_gpus() > 0 and not isinstance(index, faiss.IndexBinary)
-    if use_gpu and isinstance(index, faiss.IndexRefineFlat):
-        # IVF-PQ assignment and encoding on the GPU; the re-rank keeps exact vectors on the CPU
-        gpu_ivf = faiss.index_cpu_to_all_gpus(faiss.downcast_index(index.base_index))
-        gpu_ivf.add(vectors)
-        refined = faiss.IndexRefineFlat(faiss.index_gpu_to_cpu(gpu_ivf), faiss.swig_ptr(vectors))
-        refined.k_factor = index.k_factor
-        return refined
-    index.add(vectors)
-    return index
+    if not (use_gpu and isinstance(index, faiss.IndexRefine)):
+        for chunk in chunks:
+            index.add(np.ascontiguousarray(chunk))
+        return index
+    gpu_ivf = faiss.index_cpu_to_all_gpus(faiss.downcast_index(index.base_index))
+    refine = faiss.downcast_index(index.refine_index)
+    for chunk in chunks:
+        chunk = np.ascontiguousarray(chunk)
+        gpu_ivf.add(chunk)
+        refine.add(chunk)
+    cpu_ivf = faiss.index_gpu_to_cpu(gpu_ivf)
+    out = faiss.IndexRefine(cpu_ivf, refine)
+    index.own_refine_index = False  # the new index owns both parts now
+    out.own_fields = out.own_refine_index = True
+    cpu_ivf.this.disown()
+    refine.this.disown()
+    out.k_factor = index.k_factor
+    return out
+
+
+class ExactTopK:
+    """The exact top k of some queries by inner product, over vectors that arrive chunk by chunk
+    (a shard's, while it is built): the ground truth of a recall check without the vectors kept."""
+
+    def __init__(self, queries: np.ndarray, k: int):
+        self.queries, self.k, self.rows = np.ascontiguousarray(queries, dtype=np.float32), k, 0
+        self.heap = faiss_module().ResultHeap(len(queries), k, keep_max=True)
+
+    def add(self, vectors: np.ndarray) -> None:
+        if len(self.queries) and len(vectors):
+            sims, rows = faiss_module().knn(self.queries, np.ascontiguousarray(vectors, dtype=np.float32), min(self.k, len(vectors)), metric=faiss_module().METRIC_INNER_PRODUCT)
+            self.heap.add_result(sims, np.where(rows >= 0, rows + self.rows, -1))
+        self.rows += len(vectors)
+
+    def hits(self) -> list[list[tuple[int, float]]]:
+        """Per query, (row, cosine distance) nearest first."""
+        self.heap.finalize()
+        return [[(int(r), float(1.0 - s)) for s, r in zip(srow, rrow) if r >= 0] for srow, rrow in zip(self.heap.D.tolist(), self.heap.I.tolist())]
 
 
 class BinaryPostings:

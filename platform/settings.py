@@ -26,6 +26,10 @@ class IndexSettings(BaseModel):
     target_recall: float = Field(0.95, gt=0, le=1, description="recall@10 that nprobe is tuned to reach")
     recall_queries: int = Field(500, ge=10, description="held-out queries for the recall@10 check")
     train_per_list: int = Field(64, ge=39, description="training vectors per IVF list")
+    refine: Literal["flat", "fp16", "sq8"] = Field(
+        "fp16", description="IVF-PQ's re-rank copy of the vectors: float16 (half the exact floats' memory; cosine distances "
+        "off by < 1e-4), 8-bit scalar quantized (a quarter; off by up to ~2e-3, too coarse for the photo descriptor's "
+        "0.003 threshold) or the exact floats")
     binary_index: Literal["postings", "faiss_multihash"] = Field(
         "postings", description="hash indexes above flat_max, both exact within the match radius: numpy postings (0.11 GiB per "
         "1M PDQ hashes) or faiss's multi-hash (0.25 GiB)")

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import tempfile
 import uuid
 from typing import Any, Iterator
 from urllib.parse import urlparse
@@ -118,6 +119,13 @@ class ObjectStore:
             with self.fs.open_input_stream(self.path(key)) as f:
                 return f.read()
 
+    @contextlib.contextmanager
+    def reader(self, key: str) -> Iterator[Any]:
+        """A stream to read a key in parts (`read(n)`), for files too big to hold twice."""
+        with _storage_errors(f"read {key}"):
+            with self.fs.open_input_stream(self.path(key)) as f:
+                yield f
+
     def get_json(self, key: str) -> Any:
         return json.loads(self.get(key))
 
@@ -145,9 +153,34 @@ class ObjectStore:
                 with self.fs.open_output_stream(self.path(key)) as f:
                     f.write(data)
                 return
+        with self.writer(key) as f:
+            f.write(data)
+
+    @contextlib.contextmanager
+    def writer(self, key: str) -> Iterator[Any]:
+        """A file to write a key through in parts (`write(b)`), for files too big to hold twice:
+        the key appears whole when the block ends, and not at all when it raises. Local: a
+        temporary file renamed into place; S3: spooled to a local temporary file, then one
+        upload (multipart for big files, aborted on failure)."""
+        with _storage_errors(f"write {key}"):
+            if self.is_s3:
+                with tempfile.TemporaryFile() as f:
+                    yield f
+                    f.seek(0)
+                    self.s3.upload_fileobj(f, self.bucket, self._s3_key(key))
+                return
             final = self.path(key)
-            tmp = self._write_tmp(final, data)
-            os.replace(tmp, final)
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            tmp = os.path.join(os.path.dirname(final), f"{_TMP_PREFIX}{uuid.uuid4().hex}")
+            try:
+                with open(tmp, "wb") as f:
+                    yield f
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, final)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
 
     def put_json(self, key: str, value: Any) -> None:
         self.put(key, json_bytes(value))

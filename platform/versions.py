@@ -10,6 +10,7 @@ lose a move and a job that dies before that append publishes nothing.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from .commitlog import CommitLog
 from .errors import MediamatchError, NotFound
-from .index import IndexParams, Shard, deserialize, digest_table, row_flags
+from .index import IndexParams, Shard, digest_table, read_index, row_flags
 from .signals import get_signal_type
 from .storage import ObjectStore, sha256_hex
 
@@ -115,8 +116,7 @@ class IndexVersions:
     def load_shard(self, manifest: Manifest, number: int) -> Shard:
         """Load one shard, checking every file against the manifest's checksum."""
         files = manifest.shards[number]
-        blobs = {key: self._checked(key, files.sha256[key]) for key in files.sha256}
-        table = pq.read_table(pa.BufferReader(blobs[files.ids]))
+        table = pq.read_table(pa.BufferReader(self._checked(files.ids, files.sha256[files.ids])))
         params, ids, flags = manifest.params, table.column("entry_id"), row_flags(table)
         if params.type == "exact":
             shard = Shard.of(params, ids, **flags, table=digest_table(table.column("value").to_pylist()))
@@ -125,7 +125,7 @@ class IndexVersions:
         elif params.type == "stored":
             shard = Shard.of(params, ids, **flags, values=np.asarray(table.column("value").to_pylist(), dtype=object))
         else:
-            shard = Shard.of(params, ids, **flags, index=deserialize(params, blobs[files.index]))
+            shard = Shard.of(params, ids, **flags, index=self._checked_index(params, files.index, files.sha256[files.index]))
         shard.bank_enabled = dict(manifest.banks)
         return shard
 
@@ -134,6 +134,30 @@ class IndexVersions:
         if sha256_hex(data) != checksum:
             raise IndexChecksumError(f"{key} does not match its manifest checksum")
         return data
+
+    def _checked_index(self, params: IndexParams, key: str, checksum: str):
+        """An index read from its file in parts and hashed on the way, so that the file's bytes
+        are never held beside the index (a 5M-vector float shard's are 2.6 GB); it is used only
+        once the whole file matched the checksum."""
+        digest = hashlib.sha256()
+
+        with self.store.reader(key) as f:
+            def read(n: int) -> bytes:
+                data = f.read() if n < 0 else f.read(n)
+                digest.update(data)
+                return data
+
+            try:
+                index = read_index(params, read)
+            except Exception as exc:  # a damaged file may not even parse: say which it is
+                read(-1)
+                if digest.hexdigest() != checksum:
+                    raise IndexChecksumError(f"{key} does not match its manifest checksum") from exc
+                raise
+            read(-1)  # whatever the reader left
+        if digest.hexdigest() != checksum:
+            raise IndexChecksumError(f"{key} does not match its manifest checksum")
+        return index
 
     def status(self) -> dict[str, Any]:
         manifest = self.current()

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from conftest import CONFORMANCE, jpeg
-from mediamatch.indexing.reindex import reindex
+from mediamatch.indexing.reindex import SignalFiles, evaluate_shard, perturb_queries, recall_at_k, reindex
 from mediamatch.platform.catalog import Catalog, Entry
 from mediamatch.platform.errors import NotFound, StorageError
-from mediamatch.platform.index import merge_results
+from mediamatch.platform.index import ExactTopK, Shard, choose_params, merge_results, set_nprobe, train_index
 from mediamatch.platform.settings import IndexSettings, Settings
 from mediamatch.platform.signals import SIGNAL_TYPES
 from mediamatch.platform.storage import ObjectStore
@@ -82,6 +82,8 @@ def test_round_trip(store, ray_session, photo_corpus, text_corpus):
     assert pdq.recall_at_10 == 1.0 and emb.recall_at_10 >= 0.95 and emb.params.nprobe >= 1
     assert manifests["text_exact"].count == 1000 and manifests["md5"].count == 1000  # md5 of the text media
     assert all(m.version == "v00000001" for m in manifests.values())
+    assert emb.params.refine == "fp16"
+    assert not [k for k in store.list("indexes") if "/signals/" in k]  # the job's signals files are gone once published
 
     hits = search(store, PDQ, [e.signals["pdq"] for e in photo_entries], 100, 31)
     assert all(e.entry_id in {h for h, _ in row} for e, row in zip(photo_entries, hits))
@@ -191,3 +193,62 @@ def test_rollback(local_store, ray_session, photo_corpus):
     assert search(local_store, PDQ, [old[0].signals["pdq"]], 10, 0)[0][0][0] == old[0].entry_id
     with pytest.raises(NotFound):
         versions.rollback("v00000099")
+
+
+def test_signal_files_split_into_contiguous_row_ranges_of_equal_size():
+    """Each shard task reads its rows as slices of the signals files: every row once, in order."""
+    files = SignalFiles(None, "f", [("a", 5), ("b", 1), ("c", 7), ("d", 3)])
+    for parts in range(1, 18):
+        split = files.split(parts)
+        rows = [(key, row) for slices in split for key, lo, hi in slices for row in range(lo, hi)]
+        assert rows == [(key, row) for key, n in files.files for row in range(n)]
+        sizes = [sum(hi - lo for _, lo, hi in slices) for slices in split]
+        assert len(split) == parts and max(sizes) - min(sizes) <= 1
+    assert files.split(0) == []
+
+
+def test_nprobe_tuning_stops_where_recall_stops_rising():
+    """Where the re-rank's candidates cap recall below the target, doubling nprobe up to nlist
+    only slows every search: the tuning stops once a doubling gains less than PLATEAU."""
+    rng = np.random.default_rng(7)
+    centres = EMB.encode(rng.standard_normal((64, EMB.dim)))
+    data = EMB.encode(centres[rng.integers(0, 64, 20_000)] + rng.standard_normal((20_000, EMB.dim)) / np.sqrt(EMB.dim))
+    params = choose_params(EMB, len(data), IndexSettings(flat_max=1000))
+    shard = Shard.build(params, [str(i) for i in range(len(data))], data, train_index(params, data[: params.train_size]))
+    queries = perturb_queries(EMB, data[rng.choice(len(data), 200, replace=False)], rng)
+    top = ExactTopK(queries, 10)
+    top.add(data)
+    exact = [[(str(r), d) for r, d in hits] for hits in top.hits()]
+
+    tuned = evaluate_shard(shard, queries, exact, 1.0, 2.0)["approx"]
+    set_nprobe(shard.index, params.nlist)
+    best = recall_at_k(shard.search(queries, 10, 2.0), exact)
+    print(f"recall@10 by nprobe {[(p, round(recall_at_k(hits, exact), 3)) for p, hits in tuned.items()]}; at nlist {params.nlist}: {best:.3f}")
+    assert best < 1.0 and max(tuned) < params.nlist
+    assert recall_at_k(tuned[max(tuned)], exact) >= best - 0.02
+
+
+@pytest.mark.parametrize("flat_max, damage", [(50_000, "truncate"), (500, "flip")])
+def test_a_damaged_index_file_is_refused_while_it_streams_in(local_store, ray_session, photo_corpus, flat_max, damage):
+    """Index files are read and hashed in parts, never held whole beside the index: a file that
+    no longer matches its manifest is refused, whether faiss can parse it (a flipped byte in
+    postings' codes) or not (a truncated faiss file)."""
+    from mediamatch.platform.versions import IndexChecksumError
+
+    catalog = Catalog(local_store)
+    catalog.create_bank("b")
+    bank_photos(catalog, "b", photo_corpus[:600])
+    manifest = reindex(settings_for(local_store, flat_max=flat_max, shards=1), ["pdq"], store=local_store)["pdq"]
+    versions = IndexVersions(local_store, "pdq")
+    assert manifest.params.type == ("binary_flat" if damage == "truncate" else "binary_postings")
+    assert len(versions.load_shard(manifest, 0)) == manifest.count == 600
+    path = local_store.path(manifest.shards[0].index)
+    data = bytearray(open(path, "rb").read())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 2] ^= 1
+    with open(path, "wb") as f:
+        f.write(data)
+    with pytest.raises(IndexChecksumError, match="does not match"):
+        versions.load_shard(manifest, 0)
