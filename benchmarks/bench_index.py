@@ -4,7 +4,7 @@
                                      [--json out.json] [--reader v2|v1] [--skip-plain]
 
 Two cases, each built two ways from the same Parquet file in a local object store (temp dir):
-  (a) N 256-d float vectors (IVF-PQ + exact re-rank, parameters from `choose_params`),
+  (a) N 256-d float vectors (IVF-PQ + float16 re-rank, parameters from `choose_params`),
   (b) N PDQ hashes, 256 bits (binary_postings: multi-index hashing over sorted postings, parameters
       from `choose_params`; the plain baseline builds the same index in one process).
 
@@ -29,7 +29,7 @@ Per case, in this one process and in this order:
      float: top-10 vs exact `IndexFlatIP` over all N; PDQ: every hash within 31 bits found by
      range search vs `IndexBinaryFlat` range search. Both are averaged per query, as the job does.
      Untimed cross-check on the same queries: the nprobe the single plain index needs to reach
-     the target (doubling, as the job tunes); the Ray-built index itself is checked in step 4.
+     the target (doubled until it or a plateau, as the job tunes); the Ray-built index itself is checked in step 4.
   4. the searchers, FOURTH: each slot of the published index (one shard each) loaded in a fresh
      process as a `ShardSearcher` replica loads it (`LiveIndex(store, type, slot, slots)`, the
      shard's files checksummed). Memory: RSS after loading minus RSS before (both after gc and
@@ -48,7 +48,7 @@ Per case, in this one process and in this order:
 `--skip-plain` skips steps 1 and 3 (the plain build holds all N values in memory, 10 GB at
 10M x 256-d): the queries are then drawn by the same rule from the Parquet file one row group
 at a time, and their exact answers found by brute force over one row group (100,000 rows) at a
-time (float: faiss `IndexFlatIP` per group, merged in a `ResultHeap`; PDQ: `IndexBinaryFlat`
+time (float: `ExactTopK`, faiss's `knn` per group merged in a `ResultHeap`; PDQ: `IndexBinaryFlat`
 range search per group). The data is written in row groups too, so a float case never holds
 more than one chunk of generated vectors (PDQ's 32 bytes per row are generated at once).
 `ray.init(num_cpus=2)` happens once, before any timing; then a warm-up starts the workers and
@@ -81,8 +81,8 @@ import pyarrow.parquet as pq
 import ray
 import psutil  # after ray: the venv's psutil is the copy Ray ships (ray/thirdparty_files)
 
-from mediamatch.indexing.reindex import build_index, column_values, perturb_queries, signal_table
-from mediamatch.platform.index import BinaryPostings, choose_params, deserialize, empty_index, serialize
+from mediamatch.indexing.reindex import PLATEAU, build_index, column_values, perturb_queries, signal_table
+from mediamatch.platform.index import BinaryPostings, ExactTopK, choose_params, deserialize, empty_index, serialize
 from mediamatch.platform.settings import IndexSettings, Settings
 from mediamatch.platform.signals import SIGNAL_TYPES
 from mediamatch.platform.signals.base import FloatVectorSignal
@@ -145,6 +145,16 @@ def pdq_chunks(n: int, rng):
         yield [h.hex() for h in map(bytes, hashes[start : start + CHUNK])]
 
 
+def entry_id(row: int) -> str:
+    """An id of the service's form and length (`new_entry_id`: 'e_', 16 hex digits of a clock, 10
+    random ones), 28 characters, with the row number in place of the clock."""
+    return f"e_{row:016x}{row * 2654435761 % 16**10:010x}"
+
+
+def row_of(entry_id: str) -> int:
+    return int(entry_id[2:18], 16)
+
+
 def write_data(kind: str, signal_type, n: int, seed: int, path: str) -> None:
     """The data as the job's signal schema (`signal_table`), one Parquet file, a row group per chunk."""
     rng = np.random.default_rng(seed)
@@ -152,7 +162,7 @@ def write_data(kind: str, signal_type, n: int, seed: int, path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     writer, start = None, 0
     for values in chunks:
-        ids = [f"e{i:09d}" for i in range(start, start + len(values))]
+        ids = [entry_id(i) for i in range(start, start + len(values))]
         table = signal_table(signal_type, ids, list(values))  # (it takes a list: rows or hex strings)
         writer = writer or pq.ParquetWriter(path, table.schema)
         writer.write_table(table)
@@ -182,16 +192,11 @@ def plain_build(kind: str, path: str, params, out_dir: str, seed: int) -> dict:
     t0 = time.perf_counter()
     table, values = read_values(kind, path)
     t_read = time.perf_counter()
+    index = empty_index(params)  # IVF-PQ with its re-rank, or binary_postings, as the job builds it
     if kind == "float":
-        d = params.dim
-        ivf = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, params.nlist, params.m, params.nbits, faiss.METRIC_INNER_PRODUCT)
-        index = faiss.IndexRefineFlat(ivf)
-        index.k_factor = params.refine_k_factor
         sample = values[np.random.default_rng(seed).choice(len(values), params.train_size, replace=False)]
         index.train(sample)
         del sample
-    else:
-        index = empty_index(params)  # binary_postings, as the job builds it
     t_train = time.perf_counter()
     index.add(values)
     t_add = time.perf_counter()
@@ -251,14 +256,14 @@ def plain_recall(kind: str, signal_type, path: str, index_path: str, params, npr
     recall = set_recall(found, exact)
     t_done = time.perf_counter()
     out = {"recall": recall, "seconds": t_done - t_load, "load_seconds": t_load - t0, "queries": queries, "exact": exact}
-    if kind == "float":  # the nprobe this single (unsharded) index needs: doubled until the target, as the job tunes
-        ivf, tuned = faiss.extract_index_ivf(index), 1
+    if kind == "float":  # the nprobe this single (unsharded) index needs: doubled until the target or a plateau, as the job tunes
+        ivf, tuned, last = faiss.extract_index_ivf(index), 1, -1.0
         while True:
             ivf.nprobe = tuned
             r = set_recall([set(row.tolist()) for row in index.search(queries, 10)[1]], exact)
-            if r >= settings.target_recall or tuned >= params.nlist:
+            if r >= settings.target_recall or r - last < PLATEAU or tuned >= params.nlist:
                 break
-            tuned *= 2
+            last, tuned = r, tuned * 2
         out["tuned"] = {"nprobe": tuned, "recall": round(r, 4)}
     return out
 
@@ -274,13 +279,14 @@ def recall_probe(signal_type) -> tuple[int, float]:
     return (10, 2.0) if signal_type.index_kind == "float" else (1000, float(signal_type.default_threshold))
 
 
-def ray_index_recall(searchers: list[dict], k: int, exact: list[set]) -> float:
+def ray_index_recall(searchers: list[dict], k: int, exact: list[set], searched: str = "served") -> float:
     """The published Ray-built index, as the searchers hold it (every slot, loaded and checksummed,
-    at the manifest's nprobe), on the benchmark's own queries: a check of the job's self-measurement."""
+    at the manifest's nprobe), on the benchmark's own queries: a check of the job's self-measurement.
+    `searched`: the top k of a search of k ("k10") or of the served k ("served", as the service asks)."""
     from mediamatch.platform.index import merge_results
 
-    merged = merge_results([[[tuple(hit) for hit in row] for row in s["found"]] for s in searchers], k)
-    found = [{int(entry_id[1:]) for entry_id, _ in row} for row in merged]  # entry ids are e<row>
+    merged = merge_results([[[tuple(hit) for hit in row] for row in s["found"][searched]] for s in searchers], k)
+    found = [{row_of(entry_id) for entry_id, _ in row} for row in merged]
     return set_recall(found, exact)
 
 
@@ -317,19 +323,15 @@ def chunked_queries(signal_type, path: str, n: int, count: int, seed: int) -> np
 
 def chunked_exact(signal_type, path: str, queries: np.ndarray, radius: int) -> list[set]:
     """Exact answers by brute force over one row group at a time: float: top-10 by inner product
-    (merged in a faiss `ResultHeap`); binary: every row within `radius` bits. Row numbers."""
+    (`ExactTopK`); binary: every row within `radius` bits. Row numbers."""
     import faiss
 
     faiss.omp_set_num_threads(THREADS)
     if signal_type.index_kind == "float":
-        heap = faiss.ResultHeap(len(queries), 10, keep_max=True)
-        for start, values in row_groups(signal_type, path):
-            flat = faiss.IndexFlatIP(signal_type.dim)
-            flat.add(values)
-            sims, rows = flat.search(queries, 10)
-            heap.add_result(sims, np.where(rows >= 0, rows + start, -1))
-        heap.finalize()
-        return [set(row[row >= 0].tolist()) for row in heap.I]
+        top = ExactTopK(queries, 10)
+        for _, values in row_groups(signal_type, path):
+            top.add(values)
+        return [{row for row, _ in hits} for hits in top.hits()]
     exact: list[set] = [set() for _ in queries]
     for start, values in row_groups(signal_type, path):
         flat = faiss.IndexBinaryFlat(signal_type.dim)
@@ -387,8 +389,10 @@ def searcher_main(spec_path: str) -> None:
     load_seconds = time.perf_counter() - t0
     peak, loaded = high_water_rss(), trimmed_rss()
     state = live.state
-    _, hits = live.search(queries, *recall_probe(signal_type))  # for ray_index_recall
-    found = [[(entry_id, distance) for entry_id, _, distance, _ in row] for row in hits]
+    found = {}  # for ray_index_recall: the top 10 (float) of a search of 10, and of one of the served k
+    for name, probe_k in (("k10", recall_probe(signal_type)[0]), ("served", max(k, recall_probe(signal_type)[0]))):
+        _, hits = live.search(queries, probe_k, recall_probe(signal_type)[1])
+        found[name] = [[(entry_id, distance) for entry_id, _, distance, _ in row] for row in hits]
     columns = sum(s.entry_ids.nbytes + (s.bank_codes.nbytes if s.bank_codes is not None else 0) for s in state.shards)
     index_arrays = sum(s.index.nbytes for s in state.shards if isinstance(s.index, BinaryPostings))
     index_files = sum(os.path.getsize(live.store.path(state.manifest.shards[n].index)) for n in range(spec["slot"], len(state.manifest.shards), spec["slots"]))
@@ -597,7 +601,8 @@ def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log, skip_
         started = time.perf_counter()
         progress = lambda fraction, message: events.append((round(time.perf_counter() - started, 2), fraction, message))  # noqa: E731
         manifest = build_index(
-            store, signal_type, ray.data.read_parquet(store.path(DATA_KEY), filesystem=store.fs), shards, settings, progress=progress
+            store, signal_type, ray.data.read_parquet(store.path(DATA_KEY), filesystem=store.fs), shards, settings, progress=progress,
+            served_k=Settings().serve.max_matches,
         )
         ray_seconds = time.perf_counter() - started
     loads["ray_end"] = load()
@@ -627,7 +632,9 @@ def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log, skip_
     searchers = searcher_figures(root, kind, manifest, queries, workdir)
     loads["searcher_end"] = load()
     ray_check = ray_index_recall(searchers, recall_probe(signal_type)[0], exact)
-    log(f"[{kind}] the Ray-built index, as the searchers hold it, on the benchmark's queries (manifest nprobe {manifest.params.nprobe}): {ray_check:.4f}")
+    ray_check_k10 = ray_index_recall(searchers, recall_probe(signal_type)[0], exact, "k10")
+    log(f"[{kind}] the Ray-built index, as the searchers hold it, on the benchmark's queries (manifest nprobe {manifest.params.nprobe}): {ray_check:.4f} "
+        f"(top 10 of the served top {Settings().serve.max_matches}; of a top-10 search: {ray_check_k10:.4f})")
     for s in searchers:
         log(f"[{kind}] searcher slot {s['slot']}: {s['rows']:,} rows, +{s['shard_rss_gib']} GiB RSS loaded (peak +{s['load_peak_growth_gib']} while loading, {s['load_seconds']} s; "
             f"id + bank columns {s['id_bank_columns_gib']} GiB, index arrays {s['index_arrays_gib']} GiB, index file {s['index_file_gib']} GiB), "
@@ -660,6 +667,7 @@ def run_case(kind: str, n: int, shards: int, seed: int, workdir: str, log, skip_
         "plain_tuned_nprobe": recall.get("tuned"),
         "exact_by_chunks_seconds": recall.get("exact_seconds"),
         "ray_index_recall_on_bench_queries": round(ray_check, 4),
+        "ray_index_recall_on_bench_queries_top10_search": round(ray_check_k10, 4),
         "ratio": round(ray_seconds / plain["seconds"], 3) if plain else None,
         "ray_peak_rss_gib": round(mem.peak_rss / GIB, 2),
         "ray_peak_pss_gib": round(mem.peak_pss / GIB, 2),
