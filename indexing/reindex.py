@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 import ray
 
 from mediamatch.platform.catalog import Catalog, media_key, snapshot_folder
+from mediamatch.platform.entries import release_unused_memory
 from mediamatch.platform.index import (
     ExactTopK, IndexParams, Shard, add_chunks, choose_params, deserialize, faiss_module, merge_results, row_flags, set_nprobe, train_index,
     write_index,
@@ -272,6 +273,7 @@ def build_index(
             _train_task.options(num_gpus=1 if use_gpu else 0).remote(params, train) if params.needs_training else None
         )
         del train
+        release_unused_memory()  # the sample's copies (the driver holds ~3 GB of them at 10M x 256-d)
         if trained is not None:
             ray.wait([trained], fetch_local=False)
         lap("train")
@@ -413,7 +415,9 @@ def perturb_queries(signal_type: SignalType, queries: np.ndarray, rng) -> np.nda
 @ray.remote(num_cpus=1)
 def _train_task(params: IndexParams, sample: np.ndarray) -> bytes:
     _set_faiss_threads(os.cpu_count() or 1)
-    return train_index(params, sample)
+    trained = train_index(params, sample)
+    release_unused_memory()  # an idle worker keeps what k-means used (GBs at 10M) otherwise
+    return trained
 
 
 @ray.remote(num_cpus=1)
@@ -448,7 +452,10 @@ def _shard_task(
             queries = perturb_queries(signal_type, values[rng.choice(len(values), min(own_queries, len(values)), replace=False)], rng)
             exact = binary_exact(shard, values, queries, signal_type.index_radius)
     file = write_shard(store, prefix, number, shard, table).model_copy(update={"node": ray.get_runtime_context().get_node_id()})
-    return {"file": file, **evaluate_shard(shard, queries, exact, settings.target_recall, signal_type.index_radius, served_k)}
+    measured = evaluate_shard(shard, queries, exact, settings.target_recall, signal_type.index_radius, served_k)
+    del shard, table
+    release_unused_memory()  # an idle worker keeps its shard's build memory (GBs at 10M) otherwise
+    return {"file": file, **measured}
 
 
 def build_streamed(

@@ -10,6 +10,7 @@ them), entries changed since their segment (the overlay's copy wins) and tombsto
 
 from __future__ import annotations
 
+import ctypes
 import heapq
 import json
 from typing import Any, Iterator
@@ -72,9 +73,14 @@ def _json_member(name: str, values: pa.ChunkedArray, is_json: bool) -> pa.Chunke
 
 
 def release_unused_memory() -> None:
-    """Give back to the system what Arrow's allocator keeps from a large load's temporaries (Parquet
-    reads, string joins): at 1M catalog entries, ~140 MiB of a replica's RSS. After loads, not per request."""
+    """Give back to the system what Arrow's allocator and glibc's malloc keep from a large load's
+    or build's temporaries (Parquet reads, string joins, faiss's buffers): at 1M catalog entries,
+    ~140 MiB of a replica's RSS. After loads and builds, not per request."""
     pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def id_array(ids) -> np.ndarray:
