@@ -96,6 +96,18 @@ def test_parse_raw_signals():
         emb.parse([1.0] * 3)
 
 
+
+def test_a_float_vector_parsed_again_is_the_same_value():
+    """Export and import (or any client resending a value it was given) parse a normalised vector
+    again: it must come back bit for bit, not moved in its last digits by a second division."""
+    emb = SIGNAL_TYPES["text_embedding"]
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        once = emb.parse(rng.normal(size=384).tolist())
+        assert emb.parse(once) == once
+    computed = emb.compute("a caption a partner shared with the team").value
+    assert emb.parse(computed) == computed
+
 def test_compute_signals_for_a_photo():
     data = (CONFORMANCE / "pdq" / "data" / "bridge-mods" / "aaa-orig.jpg").read_bytes()
     signals = compute_signals(data, "photo")

@@ -109,6 +109,9 @@ class BinaryHashSignal(SignalType):
         return max(0.0, 1.0 - distance / self.dim)
 
 
+UNIT_NORM_TOLERANCE = 1e-6  # float32 rounding of a normalised vector's length is ~1e-7
+
+
 class FloatVectorSignal(SignalType):
     """An L2-normalised float vector compared by cosine distance (1 - cosine similarity)."""
 
@@ -128,7 +131,10 @@ class FloatVectorSignal(SignalType):
     def encode(self, values: Sequence[Any]) -> np.ndarray:
         matrix = np.asarray(values, dtype=np.float32).reshape(len(values), self.dim)
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        return np.ascontiguousarray(matrix / np.maximum(norms, 1e-12), dtype=np.float32)
+        # A row already of unit length stays as it is: dividing again would move its last bits, so
+        # a value exported and imported back (or parsed twice) would not be the same value.
+        norms = np.where(np.abs(norms - 1.0) <= UNIT_NORM_TOLERANCE, 1.0, np.maximum(norms, 1e-12))
+        return np.ascontiguousarray(matrix / norms, dtype=np.float32)
 
     def distance(self, a: Any, b: Any) -> float:
         va, vb = self.encode([a, b])
