@@ -145,7 +145,7 @@ def calibrate_model(settings: Settings, version: str, holdout: str | list[str], 
     on what the banks hold)."""
     sources = [holdout] if isinstance(holdout, str) else list(holdout)
     descriptor = resolve_model(version, ObjectStore.from_settings(settings))
-    images = [im for source in sources for _, im in load_images(source, seed=seed)]
+    images = [im for _, im in load_images(sources, seed=seed)]
     random.Random(seed).shuffle(images)
     originals, distractors = split(images, eval_originals, eval_distractors)
     named = ", ".join(sources)

@@ -14,6 +14,7 @@ from PIL import Image
 
 from conftest import CONFORMANCE
 from mediamatch.platform.cli import cli
+from mediamatch.platform.errors import InvalidInput
 from mediamatch.platform.evaluation import LocalMatcher, Material, Query, Ranking, evaluate, evaluate_material, make_queries
 from mediamatch.platform.evaluation import audio, photo, text, video
 from mediamatch.platform.evaluation.core import chosen_edits
@@ -131,6 +132,20 @@ def test_photo_material_leaves_out_copies_under_the_suites_flips_turns_and_parti
     for picture in ({"0.png", "mirror.png", "changed.png"}, {"1.png", "turned.png"}, {"2.png", "same.jpg"}):
         assert len(kept & picture) == 1, (picture, kept)
     assert len(kept) == 3
+
+
+def test_photo_material_from_several_folders_holds_a_picture_once(tmp_path, photos):
+    """Tux Paint ships the same stamp in two folders: pooled, it is one picture, never banked and
+    also a distractor."""
+    for folder, pictures in (("people", photos[:2]), ("military", [photos[1], photos[2]])):
+        (tmp_path / folder).mkdir()
+        for i, im in enumerate(pictures):
+            im.save(tmp_path / folder / f"{folder}-{i}.png")
+    kept = photo.load_images([str(tmp_path / "people"), str(tmp_path / "military")])
+    assert len(kept) == 3
+    assert len(photo.load_images(str(tmp_path / "military"))) == 2
+    with pytest.raises(InvalidInput, match="3 images"):  # not 4: two banked and two distractors would hold it twice
+        photo.load([str(tmp_path / "people"), str(tmp_path / "military")], 2, 2, edits=["jpeg"])
 
 
 def test_video_and_audio_material_split_seeded_halves(media):

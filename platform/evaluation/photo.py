@@ -51,15 +51,21 @@ def thumbnail(data: bytes, limits: LimitSettings = LimitSettings(), side: int = 
     return image
 
 
-def load_images(source: str, limit: int | None = None, seed: int = 0) -> list[tuple[str, Image.Image]]:
-    """Decodable images of at least MIN_SIDE pixels a side under a folder or object-store prefix
-    (name, image), in a seeded order, each a distinct picture (`distinct`)."""
+def load_images(sources: str | Sequence[str], limit: int | None = None, seed: int = 0) -> list[tuple[str, Image.Image]]:
+    """Decodable images of at least MIN_SIDE pixels a side under one or more folders or
+    object-store prefixes (name, image), each source's in a seeded order, each a distinct picture
+    (`distinct`) across all of them: Tux Paint ships the same fireman stamp under people/ and
+    military/, and a banked one must not come back as a distractor."""
     from ..storage import ObjectStore
 
-    store = ObjectStore(source)
-    keys = [k for k in store.list() if k.lower().endswith(IMAGE_SUFFIXES)]
-    random.Random(seed).shuffle(keys)
-    return distinct(((key, store.get(key)) for key in keys), limit)
+    def items() -> Iterator[tuple[str, bytes]]:
+        for source in [sources] if isinstance(sources, str) else sources:
+            store = ObjectStore(source)
+            keys = [k for k in store.list() if k.lower().endswith(IMAGE_SUFFIXES)]
+            random.Random(seed).shuffle(keys)
+            yield from ((key, store.get(key)) for key in keys)
+
+    return distinct(items(), limit)
 
 
 def distinct(items: Iterable[tuple[str, bytes]], limit: int | None = None) -> list[tuple[str, Image.Image]]:
@@ -151,9 +157,9 @@ def material(originals: Sequence[Image.Image], distractors: Sequence[Image.Image
 
 
 def load(sources: Sequence[str], originals: int, distractors: int, seed: int = 0, edits: Iterable[str] = EDITS) -> Material:
-    """The images under `sources` (each deduplicated by `load_images`), shuffled, split into
+    """The distinct images under `sources` (`load_images`), shuffled, split into
     banked originals and distractors."""
-    images = [im for source in sources for _, im in load_images(source, seed=seed)]
+    images = [im for _, im in load_images(sources, seed=seed)]
     random.Random(seed).shuffle(images)
     banked, never = split(images, originals, distractors)
     note = (f"Images under {', '.join(sources)} (at most {MAX_SIDE} px a side; smaller than {MIN_SIDE} px and copies of "
