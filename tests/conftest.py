@@ -359,6 +359,13 @@ def service(ray_session, tmp_path_factory):
     serve.shutdown()
 
 
+def wait_until(condition, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.3)
+
+
 # hypothesis: short runs in `make test`, long ones in `make fuzz` (HYPOTHESIS_PROFILE=long)
 from hypothesis import settings as _hypothesis_settings  # noqa: E402
 

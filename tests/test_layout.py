@@ -3,7 +3,7 @@
 from mediamatch.deployments.app import build_app, deployment_names, in_ingress
 from mediamatch.platform.settings import Settings
 
-from conftest import jpeg
+from conftest import jpeg, wait_until
 
 TYPES = ["pdq", "md5", "image_embedding", "keypoints"]
 
@@ -40,6 +40,8 @@ def test_co_located_ingress_searches_itself(service, photos):
         status = serve.status().applications["co-located"]
         assert set(status.deployments) == {"Ingress", "RateLimits", "Hasher"}
         url, auth = service.url + "/co-located", {"Authorization": f"Bearer {service.token('admin')}"}
+        # serve.run returns once the replicas are up; HAProxy routes the new prefix a moment later
+        wait_until(lambda: requests.get(url + "/readyz", timeout=30).status_code == 200, timeout=60)
         assert requests.get(url + "/readyz", timeout=30).json()["ready"] is True
         assert requests.post(url + "/v1/banks", json={"name": "colocated"}, headers=auth, timeout=30).status_code == 201
         photo = jpeg(photos[0])

@@ -8,7 +8,7 @@ from collections import Counter
 
 import ray
 
-from conftest import Service
+from conftest import Service, wait_until
 from mediamatch.platform.client import Client
 
 
@@ -173,13 +173,6 @@ def store_outage(url: str, link: FlakyLink) -> None:
     assert [m["entry_id"] for m in http.post(url + "/v1/match", json=photo).json()["matches"]] == [banked["entry_id"]]
     assert http.get(url + "/v1/banks/o").json()["entry_count"] == 1  # the refused write left nothing
     assert http.post(url + "/v1/banks/o/entries", json={"signals": {"pdq": "5a" * 32}}).status_code == 201
-
-
-def wait_until(condition, timeout: float = 90) -> None:
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.3)
 
 
 def test_durability_across_a_restart(service):
